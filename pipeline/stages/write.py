@@ -1,0 +1,98 @@
+"""Write WebDataset shards, their Parquet indexes and sizes.json.
+
+Fixed-size shards would need a global rank, which does not scale. Instead a sample's shard
+is a keyed hash of its uid modulo a shard count derived from the kept count, so sizes vary
+a little (sizes.json records them). Inside a shard, samples are sorted by key and every tar
+member has the same fixed mtime, owner and mode: the same samples give the same bytes.
+Each shard is written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import threading
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import webdataset as wds
+from apache_beam.io.filesystems import FileSystems
+
+from openwit.schemas.record import KEPT, SHARD_INDEX_SCHEMA, Record, sample_metadata
+
+# 2020-01-01T00:00:00Z: any constant works; this one keeps tools from warning about 1970.
+TAR_MTIME = 1577836800
+
+
+def shard_count(kept: int, samples_per_shard: int) -> int:
+    return max(1, math.ceil(kept / samples_per_shard))
+
+
+def shard_of(uid: str, n_shards: int) -> int:
+    digest = hashlib.blake2b(uid.encode("utf-8"), digest_size=8, person=b"openwit-shard").digest()
+    return int.from_bytes(digest, "little") % n_shards
+
+
+def shard_name(shard: int) -> str:
+    return f"{shard:05d}"
+
+
+def sample_key(record: Record) -> str:
+    # uids are hex: dot-free and short, which webdataset and open_clip need of keys.
+    return record.uid
+
+
+def build_tar(records: list[Record], read_image: Callable[[str], bytes]) -> bytes:
+    """The tar bytes of one shard; `records` must already carry their keys, sorted."""
+    out = io.BytesIO()
+    writer = wds.TarWriter(out, encoder=False, mtime=TAR_MTIME, user="openwit", group="openwit")
+    for record in records:
+        writer.write({
+            "__key__": record.key,
+            record.image_format: read_image(record.image_path),
+            "txt": record.caption.encode("utf-8"),
+            "json": json.dumps(sample_metadata(record), sort_keys=True, ensure_ascii=False).encode("utf-8"),
+        })
+    writer.close()
+    return out.getvalue()
+
+
+def build_index(records: list[Record]) -> bytes:
+    table = pa.Table.from_pylist([sample_metadata(r) for r in records], schema=SHARD_INDEX_SCHEMA)
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    # pid and thread in the temporary name: two workers may stage the same image at once.
+    temporary = f"{path}.partial-{os.getpid()}-{threading.get_ident()}"
+    with FileSystems.create(temporary) as f:
+        f.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([temporary], [path])
+
+
+def read_file(path: str) -> bytes:
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return f.read()
+
+
+def write_shard(shard: int, records: list[Record], shards_dir: str) -> list[Record]:
+    """Write one shard (tar + parquet index) and return its records marked kept."""
+    name = shard_name(shard)
+    kept = sorted(
+        (r.update(status=KEPT, shard=name, key=sample_key(r)) for r in records), key=lambda r: r.key
+    )
+    write_atomically(FileSystems.join(shards_dir, name + ".parquet"), build_index(kept))
+    write_atomically(FileSystems.join(shards_dir, name + ".tar"), build_tar(kept, read_file))
+    return kept
+
+
+def write_sizes(shard_sizes: list[tuple[str, int]], shards_dir: str) -> None:
+    sizes = {f"{name}.tar": count for name, count in sorted(shard_sizes)}
+    write_atomically(FileSystems.join(shards_dir, "sizes.json"), json.dumps(sizes, indent=1).encode())

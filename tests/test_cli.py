@@ -1,0 +1,35 @@
+import pytest
+
+from openwit.pipeline.cli import main
+from openwit.pipeline.options import parse_curate_args
+
+
+def test_top_level_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "curate", "audit", "train", "evaluate"):
+        assert command in out
+
+
+@pytest.mark.parametrize("argv", [["demo", "--help"], ["curate", "--help"], ["audit", "--help"],
+                                  ["audit", "summary", "--help"], ["train", "--help"], ["evaluate", "--help"]])
+def test_every_command_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_unknown_command_fails(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_beam_flags_pass_through_and_fnapirunner_is_the_default():
+    cfg, beam_args = parse_curate_args(["--input", "a.csv", "--vocab", "v.txt", "--output", "o",
+                                        "--direct_num_workers", "2", "--threshold", "7"])
+    assert cfg.threshold == 7 and cfg.inputs == ("a.csv",)
+    assert beam_args == ["--runner", "FnApiRunner", "--direct_num_workers", "2"]
+    _, beam_args = parse_curate_args(["--input", "a.csv", "--vocab", "v.txt", "--output", "o",
+                                      "--runner=PortableRunner", "--job_endpoint", "embed"])
+    assert beam_args == ["--runner=PortableRunner", "--job_endpoint", "embed"]

@@ -1,0 +1,130 @@
+"""End-to-end: the real pipeline on Beam (FnApiRunner) over the hostile demo web on 127.0.0.1."""
+import glob
+import json
+import os
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from openwit.pipeline import demo_web
+from openwit.pipeline.curate import OutputConflict, curate
+from openwit.pipeline.demo import write_web_inputs
+from openwit.pipeline.ledger import current_state, read_ledger
+from openwit.pipeline.options import parse_curate_args
+from openwit.schemas.reasons import REASONS
+
+
+def curate_args(candidates, vocab, out, *extra):
+    return ["--input", candidates, "--vocab", vocab, "--output", out, "--threshold", "100000",
+            "--samples-per-shard", "40", "--image-size", "48", "--max-image-bytes", str(2 * 1024 * 1024),
+            "--timeout", "5", "--retries", "1", "--ledger-parts", "3", *extra]
+
+
+def run_curate(argv):
+    cfg, beam_args = parse_curate_args(argv)
+    return curate(cfg, beam_args, argv)
+
+
+def output_bytes(out):
+    """Every shard, index, sizes.json and ledger part, as bytes by relative path."""
+    files = glob.glob(os.path.join(out, "shards", "*")) + glob.glob(os.path.join(out, "ledger", "*"))
+    return {os.path.relpath(f, out): open(f, "rb").read() for f in sorted(files)}
+
+
+@pytest.fixture(scope="module")
+def web_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    web = demo_web.build_web(n_images=100, seed=3)
+    with demo_web.serve(web.routes) as base_url:
+        candidates, vocab = write_web_inputs(str(root / "web"), web, base_url)
+        out = str(root / "out")
+        manifest = run_curate(curate_args(candidates, vocab, out))
+        first = output_bytes(out)
+        run_curate(curate_args(candidates, vocab, out))  # the same command again: a clean restart
+        second = output_bytes(out)
+        other = str(root / "other")
+        run_curate(curate_args(candidates, vocab, other))
+        yield {"root": root, "out": out, "manifest": manifest, "first": first, "second": second,
+               "other": output_bytes(other), "candidates": candidates, "vocab": vocab, "web": web}
+
+
+def ledger_state(out):
+    return current_state(read_ledger(out)).to_pylist()
+
+
+def test_one_terminal_record_per_candidate(web_run):
+    rows = ledger_state(web_run["out"])
+    n_input = pq.read_table(web_run["candidates"]).num_rows
+    assert len(rows) == n_input == len(web_run["web"].rows)
+    assert read_ledger(web_run["out"]).num_rows == n_input  # no uid written twice
+    for row in rows:
+        assert row["status"] in ("kept", "dropped")
+        if row["status"] == "dropped":
+            assert REASONS[row["reason"]].stage == row["stage"]
+        else:
+            assert row["shard"] and row["key"] and row["sha256"] and row["reason"] is None
+
+
+def test_hostile_urls_get_their_reasons(web_run):
+    by_path = {}
+    for row in ledger_state(web_run["out"]):
+        path = row["url"].split("127.0.0.1", 1)[-1].split("/", 2)[1] if "127.0.0.1:" in row["url"] else row["url"]
+        by_path.setdefault(path, set()).add(row["reason"])
+    assert by_path["missing"] == {"http_client_error"}
+    assert by_path["error"] == {"http_server_error"}
+    assert by_path["html"] == {"not_image"}
+    assert by_path["truncated"] == {"not_image"}
+    assert by_path["huge"] == {"too_large"}
+    assert by_path[""] == {"missing_url"}
+    assert by_path["ftp://127.0.0.1/x.jpg"] == {"unsupported_scheme"}
+
+
+def test_duplicates_name_their_survivor(web_run):
+    rows = ledger_state(web_run["out"])
+    by_uid = {r["uid"]: r for r in rows}
+    duplicates = [r for r in rows if r["reason"] == "duplicate_image"]
+    assert len(duplicates) == 4  # one copy of every 25th image
+    for dup in duplicates:
+        survivor = by_uid[dup["duplicate_of"]]
+        assert survivor["status"] == "kept" and survivor["sha256"] == dup["sha256"]
+
+
+def test_shards_read_back_and_match_the_ledger(web_run):
+    out = web_run["out"]
+    sizes = json.load(open(os.path.join(out, "shards", "sizes.json")))
+    tars = sorted(glob.glob(os.path.join(out, "shards", "*.tar")))
+    assert [os.path.basename(t) for t in tars] == sorted(sizes)
+    samples = list(wds.WebDataset(tars, shardshuffle=False).decode("pil").to_tuple("__key__", "jpg", "txt", "json"))
+    kept = {r["key"]: r for r in ledger_state(out) if r["status"] == "kept"}
+    assert len(samples) == sum(sizes.values()) == len(kept) > 80
+    for key, image, caption, meta in samples:
+        assert image.size == (48, 48)
+        assert caption == kept[key]["caption"] == meta["caption"]
+        assert meta["sha256"] == kept[key]["sha256"] and meta["uid"] == kept[key]["uid"]
+    for tar in tars:
+        index = pq.read_table(tar.replace(".tar", ".parquet"))
+        assert index.num_rows == sizes[os.path.basename(tar)]
+
+
+def test_reruns_are_byte_identical(web_run):
+    assert web_run["first"] and web_run["first"] == web_run["second"] == web_run["other"]
+
+
+def test_manifest_records_the_run(web_run):
+    manifest = json.load(open(os.path.join(web_run["out"], "manifest.json")))
+    assert manifest["output_action"] == "restart"
+    assert len(manifest["vocab"]["sha256"]) == 64 and manifest["inputs"][0]["sha256"]
+    assert manifest["funnel"]["candidates"] == len(web_run["web"].rows)
+    assert manifest["funnel"]["kept"] == sum(manifest["shards"].values())
+    assert manifest["beam_args"][:2] == ["--runner", "FnApiRunner"]
+
+
+def test_a_different_command_is_refused_unless_overwrite(web_run, tmp_path):
+    out = str(tmp_path / "out")
+    shutil.copytree(web_run["out"], out)
+    argv = curate_args(web_run["candidates"], web_run["vocab"], out, "--seed", "5")
+    with pytest.raises(OutputConflict):
+        run_curate(argv)
+    assert run_curate(argv + ["--overwrite"])["output_action"] == "overwrite"

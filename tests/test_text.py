@@ -1,0 +1,43 @@
+import pytest
+
+from openwit.pipeline.stages.text import TextConfig, apply_text_rules, detect_language, load_lid_model
+from openwit.schemas.record import Record
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_lid_model()
+
+
+@pytest.mark.parametrize(
+    "caption, language",
+    [
+        ("a photo of a small dog playing on the beach", "en"),
+        ("une photo d'un petit chien qui joue sur la plage", "fr"),
+        ("ein Foto von einem kleinen Hund, der am Strand spielt", "de"),
+        ("una foto de un perro pequeño jugando en la playa", "es"),
+        ("海辺で遊んでいる小さな犬の写真", "ja"),
+    ],
+)
+def test_language_id_with_the_real_model(model, caption, language):
+    label, score = detect_language(model, caption)
+    assert label == language and 0 < score <= 1.0
+
+
+def test_multiline_captions_do_not_break_fasttext(model):
+    assert detect_language(model, "a dog\non the beach\r\n")[0] == "en"
+
+
+def record(caption):
+    return Record(uid="u", url="http://127.0.0.1/a.jpg", caption=caption, source="f:0")
+
+
+def test_caption_rules_and_language_filter():
+    cfg = TextConfig(min_caption_chars=6, min_caption_words=2, languages=("en",))
+    assert apply_text_rules(record("dog"), cfg, ("en", 0.9)).reason == "caption_too_short"
+    assert apply_text_rules(record("big  "), cfg, ("en", 0.9)).reason == "caption_too_short"
+    kept = apply_text_rules(record("a big dog"), cfg, ("en", 0.91234567))
+    assert kept.status == "active" and kept.language == "en" and kept.language_score == 0.9123
+    dropped = apply_text_rules(record("un gros chien"), cfg, ("fr", 0.8))
+    assert (dropped.reason, dropped.detail, dropped.language) == ("language_not_allowed", "fr", "fr")
+    assert apply_text_rules(record("un gros chien"), TextConfig(), ("fr", 0.8)).status == "active"
