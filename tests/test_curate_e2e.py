@@ -128,3 +128,25 @@ def test_a_different_command_is_refused_unless_overwrite(web_run, tmp_path):
     with pytest.raises(OutputConflict):
         run_curate(argv)
     assert run_curate(argv + ["--overwrite"])["output_action"] == "overwrite"
+
+
+@pytest.mark.parametrize("runner_args", [
+    ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"],
+    ["--runner", "PortableRunner", "--job_endpoint", "embed", "--environment_type", "LOOPBACK"],
+], ids=["fnapi-multiprocessing-2", "portable-loopback"])
+def test_other_runners_give_the_same_bytes(web_run, tmp_path, runner_args):
+    out = str(tmp_path / "out")
+    run_curate(curate_args(web_run["candidates"], web_run["vocab"], out, *runner_args))
+    assert output_bytes(out) == web_run["first"]
+
+
+def test_audit_summary_reads_the_funnel_from_the_ledger(web_run, capsys):
+    from openwit.pipeline.cli import main
+
+    assert main(["audit", "summary", web_run["out"]]) == 0
+    out = capsys.readouterr().out
+    funnel = web_run["manifest"]["funnel"]
+    funnel_lines = out.split("\n\n")[0].splitlines()[1:]  # the reasons table follows a blank line
+    printed = {line.split()[0]: int(line.split()[1]) for line in funnel_lines}
+    assert printed == funnel
+    assert "http_client_error" in out and "duplicate_image" in out

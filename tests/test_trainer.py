@@ -13,60 +13,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 import webdataset as wds
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from openwit.pipeline import demo_web
 from openwit.trainer import data, evaluate, loss, tokenizer
 from openwit.trainer.config import TrainConfig
 from openwit.trainer.model import CLIP, load_checkpoint
 from openwit.trainer.train import build_parser, lr_at, main, param_groups, train
 
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 50),
-    "blue": (30, 60, 220),
-    "yellow": (240, 220, 30),
-    "purple": (140, 40, 170),
-    "orange": (250, 140, 20),
-    "black": (15, 15, 15),
-    "white": (245, 245, 245),
-}
-SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
+# The demo web's drawings: the trainer is tested on the same kind of scenes the demo curates.
+COLOURS = demo_web.COLORS
+SHAPES = demo_web.SHAPES
 CAPTIONS = ("a {c} {s} on a {b} background", "photo of a {c} {s}", "a {s} coloured {c}")
 
 
 def draw_shape(shape: str, colour: str, background: str, size: int, rng: random.Random) -> Image.Image:
-    img = Image.new("RGB", (size, size), COLOURS[background])
-    draw = ImageDraw.Draw(img)
-    radius = size * rng.uniform(0.25, 0.4)
-    cx = size / 2 + rng.uniform(-0.1, 0.1) * size
-    cy = size / 2 + rng.uniform(-0.1, 0.1) * size
-    fill = COLOURS[colour]
-    box = (cx - radius, cy - radius, cx + radius, cy + radius)
-    if shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif shape == "square":
-        draw.rectangle(box, fill=fill)
-    elif shape == "triangle":
-        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
-    elif shape == "diamond":
-        draw.polygon([(cx, cy - radius), (cx + radius, cy), (cx, cy + radius), (cx - radius, cy)], fill=fill)
-    elif shape == "cross":
-        t = radius / 3
-        draw.rectangle((cx - t, cy - radius, cx + t, cy + radius), fill=fill)
-        draw.rectangle((cx - radius, cy - t, cx + radius, cy + t), fill=fill)
-    else:  # star
-        points = []
-        for k in range(10):
-            r = radius if k % 2 == 0 else radius * 0.45
-            angle = math.pi / 2 + k * math.pi / 5
-            points.append((cx + r * math.cos(angle), cy - r * math.sin(angle)))
-        draw.polygon(points, fill=fill)
-    return img
+    return demo_web.draw_scene(shape, colour, background, (size, size), rng)
 
 
 def random_example(rng: random.Random):
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
-    background = rng.choice([c for c in COLOURS if c != colour])
+    background = rng.choice(list(demo_web.BACKGROUNDS))
     return shape, colour, background
 
 
@@ -304,8 +271,8 @@ def test_same_seed_gives_identical_losses(shards, tmp_path):
 def test_zero_shot_accuracy_is_a_fraction_and_beats_chance(trained, tmp_path):
     shapes = write_heldout(tmp_path / "shapes", "shape", num_images=12)
     assert 0.0 <= evaluate.zero_shot_accuracy(trained.checkpoint, str(shapes)) <= 1.0
-    # Colour is what 80 tiny steps reliably learn: across 14 seeds the accuracy
-    # on this set was 0.25-0.5 against a chance level of 1/8.
+    # Colour is what 80 tiny steps reliably learn: over 8 runs (2 data seeds x 4 seeds)
+    # the accuracy on this set was 0.70-0.98 against a chance level of 1/7.
     colours = write_heldout(tmp_path / "colours", "colour", num_images=64)
     chance = 1 / len(COLOURS)
     assert evaluate.zero_shot_accuracy(trained.checkpoint, str(colours)) > 1.5 * chance
