@@ -10,6 +10,7 @@ commands:
   demo       build a small synthetic web on 127.0.0.1, curate it, train on the shards
   curate     curate (image url, caption) candidates into WebDataset shards with a ledger
   audit      read an output directory's ledger (audit summary DIR)
+  vocab      build or verify the shipped query vocabulary (vocab build | vocab verify)
   train      train the contrastive model on a directory of shards
   evaluate   zero-shot accuracy of a checkpoint on a labelled held-out directory
 
@@ -50,6 +51,12 @@ def demo_main(argv: list[str]) -> int:
     return main(argv)
 
 
+def vocab_main(argv: list[str]) -> int:
+    from openwit.query_lists.build import main
+
+    return main(argv)
+
+
 def train_main(argv: list[str]) -> int:
     from openwit.trainer.train import main
 
@@ -62,7 +69,7 @@ def evaluate_main(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "train": train_main,
+COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "vocab": vocab_main, "train": train_main,
             "evaluate": evaluate_main}
 
 

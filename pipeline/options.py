@@ -14,6 +14,7 @@ from openwit.pipeline.stages.download import DownloadConfig
 from openwit.pipeline.stages.image import RESIZE_MODES, ImageConfig
 from openwit.pipeline.stages.read import FORMATS, ReadConfig
 from openwit.pipeline.stages.text import TextConfig
+from openwit.query_lists.build import shipped_list_path
 
 DEFAULT_RUNNER = "FnApiRunner"
 
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Unknown flags go to Beam (e.g. --runner, --direct_num_workers, --direct_running_mode).",
     )
     p.add_argument("--input", action="append", required=True, help="input file or glob (repeatable)")
-    p.add_argument("--vocab", required=True, help="vocabulary file: one entry a line (.txt or .txt.gz)")
+    p.add_argument("--vocab", default=None,
+                   help="vocabulary file: one entry a line (.txt or .txt.gz); default: the shipped 450K list")
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the balancing draw")
     p.add_argument("--threshold", type=int, default=20_000, help="balancing cap t per vocabulary entry")
@@ -82,7 +84,7 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
     args, beam_args = build_parser().parse_known_args(argv)
     config = CurateConfig(
         inputs=tuple(args.input),
-        vocab=args.vocab,
+        vocab=args.vocab or shipped_list_path(),
         output=args.output,
         seed=args.seed,
         threshold=args.threshold,

@@ -72,7 +72,7 @@ def build_text(cfg: text.TextConfig):
 
 
 def build_match(vocab_path: str):
-    matcher = load_once(f"matcher:{vocab_path}", lambda: match.Matcher.from_entries(match.read_vocab(vocab_path)))
+    matcher = load_once(f"matcher:{vocab_path}", lambda: match.Matcher.from_vocab(vocab_path))
     return lambda r: match.match_record(r, matcher)
 
 

@@ -7,12 +7,13 @@ from openwit.pipeline.options import parse_curate_args
 def test_top_level_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("demo", "curate", "audit", "train", "evaluate"):
+    for command in ("demo", "curate", "audit", "vocab", "train", "evaluate"):
         assert command in out
 
 
 @pytest.mark.parametrize("argv", [["demo", "--help"], ["curate", "--help"], ["audit", "--help"],
-                                  ["audit", "summary", "--help"], ["train", "--help"], ["evaluate", "--help"]])
+                                  ["audit", "summary", "--help"], ["vocab", "build", "--help"],
+                                  ["vocab", "verify", "--help"], ["train", "--help"], ["evaluate", "--help"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

@@ -2,7 +2,8 @@ import random
 
 import pytest
 
-from openwit.pipeline.stages.match import Matcher, match_record, read_vocab, spaced_caption
+from openwit.pipeline.stages.match import Matcher, match_record, read_vocab, spaced_caption, vocab_sha256
+from openwit.query_lists.build import shipped_list_path
 from openwit.schemas.record import Record
 
 
@@ -39,14 +40,51 @@ def test_repeated_entries_match_with_every_id():
     assert Matcher.from_entries(ENTRIES).match("my dog") == (0, 8)
 
 
-def test_equals_brute_force_on_random_captions():
-    words = ["dog", "hot", "New", "York", "new", "york", "of", "a", "photo", "cat", "St", "Louis"]
-    marks = ["", "", "", ",", ".", "!", "?", ";", ":", "`", "\t", "\n", "  "]
+TRICKY = ["a", "a b", "b", "a b c", "b c", "b c", "c a", "café", "naïve café", "北京", "北京 大学", "x-ray",
+          "o'neill", "St. Louis", "e", "ee", "e e"]
+
+
+def random_caption(words, rng):
+    marks = ["", "", "", ",", ".", "!", "?", ";", ":", "`", "\t", "\n", "\r\n", "  ", "-", "'"]
+    return "".join(rng.choice(words) + rng.choice(marks) + " " * rng.randint(0, 1) for _ in range(rng.randint(1, 10)))
+
+
+def test_equals_the_naive_loop_on_thousands_of_random_captions():
+    words = ["dog", "hot", "New", "York", "new", "york", "of", "a", "photo", "cat", "St", "Louis", "b", "c",
+             "café", "naïve", "北京", "大学", "x-ray", "o'neill", "e", "ee", "E", ""]
+    entries = ENTRIES + TRICKY
     rng = random.Random(7)
-    matcher = Matcher.from_entries(ENTRIES)
-    for _ in range(3000):
-        caption = "".join(rng.choice(words) + rng.choice(marks) + " " * rng.randint(0, 1) for _ in range(rng.randint(1, 8)))
-        assert matcher.match(caption) == brute_force(caption, ENTRIES), caption
+    matcher = Matcher.from_entries(entries)
+    for _ in range(5000):
+        caption = random_caption(words, rng)
+        assert matcher.match(caption) == brute_force(caption, entries), caption
+
+
+def test_equals_the_naive_loop_on_a_slice_of_the_shipped_list():
+    entries = read_vocab(shipped_list_path())
+    rng = random.Random(11)
+    sample = rng.sample(entries, 20_000) + TRICKY
+    words = [w for entry in rng.sample(sample, 3000) for w in entry.split(" ")]
+    matcher = Matcher.from_entries(sample)
+    matched = 0
+    for _ in range(2000):
+        caption = random_caption(words, rng)
+        expected = brute_force(caption, sample)
+        assert matcher.match(caption) == expected, caption
+        matched += bool(expected)
+    assert matched > 1000  # the captions really exercise the automaton
+
+
+def test_matcher_is_cached_on_disk_by_the_list_sha256(tmp_path):
+    vocab = tmp_path / "v.txt"
+    vocab.write_text("dog\nhot dog\n")
+    first = Matcher.from_vocab(str(vocab), cache_dir=str(tmp_path / "cache"))
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1 and vocab_sha256(str(vocab)) in cached[0].name
+    again = Matcher.from_vocab(str(vocab), cache_dir=str(tmp_path / "cache"))
+    assert again.match("a hot dog") == first.match("a hot dog") == (0, 1)
+    vocab.write_text("cat\n")  # a new list gets a new key, never the stale automaton
+    assert Matcher.from_vocab(str(vocab), cache_dir=str(tmp_path / "cache")).match("a hot dog") == ()
 
 
 def test_match_record_drops_captions_without_entries():
