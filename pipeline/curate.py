@@ -36,10 +36,12 @@ def file_sha256(path: str) -> str:
 
 
 def describe_inputs(cfg: CurateConfig) -> list[dict]:
-    return [
-        {"path": path, "source_name": name, "sha256": file_sha256(path)}
-        for path, name in read.expand_inputs(list(cfg.inputs))
-    ]
+    """Check every input (exists, known format) and hash it, before anything is written."""
+    described = []
+    for path, name in read.expand_inputs(list(cfg.inputs)):
+        described.append({"path": path, "source_name": name, "format": cfg.read.input_format or read.detect_format(path),
+                          "sha256": file_sha256(path)})
+    return described
 
 
 def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str) -> str:

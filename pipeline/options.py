@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resize-mode", choices=RESIZE_MODES, default="border")
     g.add_argument("--resize-only-if-bigger", action="store_true")
     g.add_argument("--output-format", choices=("jpg", "png", "webp"), default="jpg")
-    g.add_argument("--min-image-size", type=int, default=0)
+    g.add_argument("--min-image-size", type=int, default=32, help="minimum side of the original image")
     g.add_argument("--max-aspect-ratio", type=float, default=0.0, help="0: no limit")
     return p
 
@@ -108,7 +108,22 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
             min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio,
         ),
     )
+    unknown = unknown_beam_args(beam_args)
+    if unknown:
+        build_parser().error(f"unrecognized arguments (neither openwit's nor Beam's): {' '.join(unknown)}")
     return config, with_default_runner(beam_args)
+
+
+def unknown_beam_args(beam_args: list[str]) -> list[str]:
+    """Flags that no Beam PipelineOptions class defines: a typo like --theshold must fail
+    loudly instead of being dropped by Beam with a log line while the run uses defaults."""
+    from apache_beam.options import pipeline_options as po
+
+    parser = po._BeamArgumentParser(allow_abbrev=False)  # the parser Beam itself uses
+    for cls in {str(c): c for c in po.PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(beam_args)
+    return [arg for arg in unknown if arg.startswith("-")]
 
 
 def with_default_runner(beam_args: list[str]) -> list[str]:

@@ -22,7 +22,7 @@ from openwit.pipeline import ledger
 from openwit.pipeline.options import CurateConfig
 from openwit.pipeline.stages import balance, dedup, fetch, match, read, text, write
 from openwit.pipeline.stages.download import make_session
-from openwit.schemas.record import DROPPED, Record
+from openwit.schemas.record import DROPPED, Record, drop_internal_error
 
 NAMESPACE = "openwit"
 _SHARED = Shared()  # big lookups are loaded once per worker process, not per bundle
@@ -46,22 +46,37 @@ def route(record: Record):
     return record
 
 
+def guarded(fn, stage: str):
+    """fn(record, ...) whose unexpected exceptions become internal_error drops: one hostile
+    record must not fail a run of millions, and nothing may leave the ledger."""
+
+    def apply(record, *args):
+        try:
+            return fn(record, *args)
+        except Exception as err:  # noqa: BLE001 - recorded with its type and message
+            return drop_internal_error(record, stage, err)
+
+    return apply
+
+
 class StageFn(beam.DoFn):
     """Applies `build()(record, *side_inputs)`; build runs once per DoFn instance."""
 
-    def __init__(self, build):
+    def __init__(self, stage: str, build):
+        self._stage = stage
         self._build = build
 
     def setup(self):
-        self._fn = self._build()
+        self._fn = guarded(self._build(), self._stage)
 
     def process(self, record, *side_inputs):
         yield route(self._fn(record, *side_inputs))
 
 
-def apply_stage(pcoll, label: str, build, *side_inputs):
-    """-> (kept, dropped) PCollections."""
-    out = pcoll | label >> beam.ParDo(StageFn(build), *side_inputs).with_outputs(DROPPED, main="kept")
+def apply_stage(pcoll, stage: str, build, *side_inputs):
+    """-> (kept, dropped) PCollections; the Beam label is the stage name."""
+    label = stage.replace("_", " ").title().replace(" ", "")
+    out = pcoll | label >> beam.ParDo(StageFn(stage, build), *side_inputs).with_outputs(DROPPED, main="kept")
     return out.kept, out[DROPPED]
 
 
@@ -120,10 +135,10 @@ class DownloadFn(beam.DoFn):
         self.stage = functools.partial(fetch.stage_image, self.staging_dir)
 
     def process(self, batch):
-        fetch_one = functools.partial(
+        fetch_one = guarded(functools.partial(
             fetch.fetch_record, session=self.session, download=self.cfg.download, image=self.cfg.image,
             stage=self.stage,
-        )
+        ), "download")
         for record in self.pool.map(fetch_one, batch):
             yield route(record)
 
@@ -138,7 +153,7 @@ class WriteShardFn(beam.DoFn):
 
     def process(self, shard_and_records):
         shard, records = shard_and_records
-        kept = write.write_shard(shard, list(records), self.shards_dir)
+        kept = write.write_shard(shard, [r for r in records if r is not None], self.shards_dir)
         yield pvalue.TaggedOutput("sizes", (write.shard_name(shard), len(kept)))
         yield from kept
 
@@ -153,17 +168,17 @@ def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None
     candidates = (
         p
         | "InputFiles" >> beam.Create(files)
-        | "Read" >> beam.FlatMap(lambda f: read.read_candidates(f[0], f[1], cfg.read))
+        | "ReadFiles" >> beam.FlatMap(lambda f: read.read_candidates(f[0], f[1], cfg.read))
     )
-    read_kept, read_dropped = apply_stage(candidates, "ReadRules", lambda: lambda r: r)
-    text_kept, text_dropped = apply_stage(read_kept, "Text", functools.partial(build_text, cfg.text))
-    matched, match_dropped = apply_stage(text_kept, "Match", functools.partial(build_match, cfg.vocab))
+    read_kept, read_dropped = apply_stage(candidates, "read", lambda: lambda r: r)
+    text_kept, text_dropped = apply_stage(read_kept, "text", functools.partial(build_text, cfg.text))
+    matched, match_dropped = apply_stage(text_kept, "match", functools.partial(build_match, cfg.vocab))
 
     counts = matched | "EntryIds" >> beam.Map(lambda r: r.entry_ids) | "CountEntries" >> beam.CombineGlobally(
         EntryCountsFn(vocab_size)
     )
     sampled, balance_dropped = apply_stage(
-        matched, "Balance", functools.partial(build_balance, cfg.threshold, cfg.seed), pvalue.AsSingleton(counts)
+        matched, "balance", functools.partial(build_balance, cfg.threshold, cfg.seed), pvalue.AsSingleton(counts)
     )
 
     fetched = (
@@ -176,7 +191,7 @@ def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None
         fetched.kept
         | "BySha256" >> beam.Map(lambda r: (r.sha256, r))
         | "GroupSha256" >> beam.GroupByKey()
-        | "Dedup" >> beam.FlatMap(lambda kv: [route(r) for r in dedup.dedup_group(list(kv[1]))]).with_outputs(
+        | "Dedup" >> beam.FlatMap(lambda kv: (route(r) for r in dedup.dedup_group(kv[1]))).with_outputs(
             DROPPED, main="kept"
         )
     )
@@ -189,13 +204,20 @@ def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None
 
 
 def write_shards(survivors, cfg: CurateConfig, shards_dir: str):
-    n_shards = survivors | "CountKept" >> beam.combiners.Count.Globally()
-    written = (
+    n_shards = (
         survivors
-        | "AssignShard" >> beam.Map(
-            lambda r, n: (write.shard_of(r.uid, write.shard_count(n, cfg.samples_per_shard)), r),
-            pvalue.AsSingleton(n_shards),
-        )
+        | "CountKept" >> beam.combiners.Count.Globally()
+        | "ShardCount" >> beam.Map(write.shard_count, cfg.samples_per_shard)
+    )
+    assigned = survivors | "AssignShard" >> beam.Map(
+        lambda r, n: (write.shard_of(r.uid, n), r), pvalue.AsSingleton(n_shards)
+    )
+    # Every shard id gets a placeholder, so an empty bucket still gives a (tiny) shard and
+    # shard names stay contiguous for {00000..0000N} patterns.
+    placeholders = n_shards | "EveryShard" >> beam.FlatMap(lambda n: [(shard, None) for shard in range(n)])
+    written = (
+        (assigned, placeholders)
+        | "WithPlaceholders" >> beam.Flatten()
         | "GroupShard" >> beam.GroupByKey()
         | "WriteShard" >> beam.ParDo(WriteShardFn(shards_dir)).with_outputs("sizes", main="kept")
     )

@@ -20,6 +20,7 @@ class Reason:
 STAGES = ("read", "text", "match", "balance", "download", "image", "dedup", "write")
 
 _REASONS = [
+    Reason("malformed_row", "read", False, "the input row cannot be parsed (e.g. a broken JSON line)"),
     Reason("missing_url", "read", False, "the input row has no url"),
     Reason("missing_caption", "read", False, "the input row has no caption"),
     Reason("unsupported_scheme", "read", False, "the url is not http or https"),
@@ -34,10 +35,16 @@ _REASONS = [
     Reason("request_error", "download", False, "invalid URL, too many redirects or a broken body"),
     Reason("too_large", "download", False, "the body exceeded the byte cap"),
     Reason("not_image", "image", False, "the body is not a decodable image"),
+    Reason("image_error", "image", False, "the image could not be hashed, resized or encoded"),
     Reason("image_too_small", "image", False, "the image is below the minimum side"),
     Reason("aspect_ratio", "image", False, "the image's aspect ratio exceeds the maximum"),
     Reason("duplicate_image", "dedup", False, "the same image bytes were kept for another uid"),
 ]
+
+# Raised by openwit's own code, in whichever stage it happened: a bug, recorded instead of
+# failing the whole run. Transient, because a fixed version should retry these candidates.
+INTERNAL_ERROR = Reason("internal_error", "*", True, "an unexpected error in openwit; the detail names it")
+_REASONS.append(INTERNAL_ERROR)
 
 REASONS: dict[str, Reason] = {r.name: r for r in _REASONS}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -65,6 +66,16 @@ def drop(record: Record, reason_name: str, detail: str = "", duplicate_of: Optio
     return record.update(
         status=DROPPED, stage=why.stage, reason=why.name, detail=detail or None, duplicate_of=duplicate_of
     )
+
+
+def error_detail(err: Exception) -> str:
+    # Object addresses ("<BytesIO at 0x7f...>") would make the ledger differ between runs.
+    return re.sub(r" at 0x[0-9a-f]+", "", f"{type(err).__name__}: {err}")[:200]
+
+
+def drop_internal_error(record: Record, stage: str, err: Exception) -> Record:
+    """A bug in `stage` met this record: record it as a drop instead of failing the run."""
+    return record.update(status=DROPPED, stage=stage, reason="internal_error", detail=error_detail(err))
 
 
 def make_uid(source_name: str, row_number: int) -> str:

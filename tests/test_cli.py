@@ -34,3 +34,17 @@ def test_beam_flags_pass_through_and_fnapirunner_is_the_default():
     _, beam_args = parse_curate_args(["--input", "a.csv", "--vocab", "v.txt", "--output", "o",
                                       "--runner=PortableRunner", "--job_endpoint", "embed"])
     assert beam_args == ["--runner=PortableRunner", "--job_endpoint", "embed"]
+
+
+def test_a_mistyped_flag_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_curate_args(["--input", "a.csv", "--output", "o", "--theshold", "5"])
+    assert exit_info.value.code == 2
+    assert "--theshold" in capsys.readouterr().err
+
+
+def test_beam_options_of_remote_runners_are_accepted():
+    _, beam_args = parse_curate_args(["--input", "a.csv", "--output", "o", "--runner", "DataflowRunner",
+                                      "--project", "p", "--region", "europe-west1", "--temp_location", "gs://b/t",
+                                      "--setup_file", "./setup.py", "--flink_master", "localhost:8081"])
+    assert "--setup_file" in beam_args

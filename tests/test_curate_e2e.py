@@ -150,3 +150,43 @@ def test_audit_summary_reads_the_funnel_from_the_ledger(web_run, capsys):
     printed = {line.split()[0]: int(line.split()[1]) for line in funnel_lines}
     assert printed == funnel
     assert "http_client_error" in out and "duplicate_image" in out
+
+
+def test_a_stage_that_raises_drops_the_record_instead_of_failing_the_run(tmp_path):
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from openwit.pipeline.run import apply_stage
+    from openwit.schemas.record import Record
+
+    def build():
+        def fn(record):
+            if record.caption == "boom":
+                raise RuntimeError("a bug <object at 0x7f00>")
+            return record
+        return fn
+
+    records = [Record(uid=f"u{i}", url=f"http://127.0.0.1/{i}", caption=c, source=f"f:{i}")
+               for i, c in enumerate(["fine", "boom", "also fine"])]
+    with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(["--runner", "FnApiRunner"])) as p:
+        kept, dropped = apply_stage(p | beam.Create(records), "text", build)
+        assert_that(kept | "KeptUids" >> beam.Map(lambda r: r.uid), equal_to(["u0", "u2"]), label="kept")
+        assert_that(dropped | "Why" >> beam.Map(lambda r: (r.uid, r.stage, r.reason, r.detail)),
+                    equal_to([("u1", "text", "internal_error", "RuntimeError: a bug <object>")]), label="dropped")
+
+
+def test_a_hostile_input_file_reaches_the_ledger_whole(web_run, tmp_path):
+    rows = [
+        {"url": web_run["web"].rows[0]["url"], "caption": "a red \ud800 square on a white background"},
+        {"url": "http://127.0.0.1:1/x.jpg", "caption": "line\u2028separated caption of a blue circle"},
+        {"url": "http://127.0.0.1:1/\u00e9 space.jpg", "caption": "海辺の赤い円の写真"},
+        {"url": "http://[::1", "caption": "a broken url of a red star"},
+    ]
+    path = tmp_path / "hostile.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n", encoding="utf-8")  # \\ud800 escaped, as JSON carries it
+    out = str(tmp_path / "out")
+    run_curate(curate_args(str(path), web_run["vocab"], out, "--retries", "0"))
+    state = ledger_state(out)
+    assert sorted(r["source"] for r in state) == [f"hostile.jsonl:{i}" for i in range(5)]
+    assert {r["reason"] for r in state} >= {"malformed_row"}
+    assert all(r["reason"] != "internal_error" for r in state), [r["detail"] for r in state]

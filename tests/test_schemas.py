@@ -3,13 +3,13 @@ import pytest
 
 from openwit.schemas.reasons import REASONS, STAGES, reason
 from openwit.schemas.record import (
-    DROPPED, LEDGER_FIELDS, LEDGER_SCHEMA, Record, drop, ledger_row, make_uid, sample_metadata,
+    DROPPED, LEDGER_FIELDS, LEDGER_SCHEMA, Record, drop, drop_internal_error, ledger_row, make_uid, sample_metadata,
 )
 
 
 def test_every_reason_names_a_known_stage_and_is_described():
     for r in REASONS.values():
-        assert r.stage in STAGES, r
+        assert r.stage in STAGES or r.name == "internal_error", r
         assert r.description and isinstance(r.transient, bool)
 
 
@@ -41,3 +41,11 @@ def test_ledger_row_fits_the_ledger_schema():
     assert table.column("entry_ids").to_pylist() == [[3, 5]]
     assert table.column("revision").to_pylist() == [2]
     assert sample_metadata(record)["entry_ids"] == [3, 5]
+
+
+def test_internal_errors_name_the_stage_and_carry_no_addresses():
+    record = Record(uid="u1", url="http://127.0.0.1/a.jpg", caption="a red circle", source="in.csv:0")
+    dropped = drop_internal_error(record, "text", TypeError("bad object <_io.BytesIO object at 0x7f3a2b>"))
+    assert (dropped.stage, dropped.reason) == ("text", "internal_error")
+    assert dropped.detail == "TypeError: bad object <_io.BytesIO object>"
+    assert reason("internal_error").transient

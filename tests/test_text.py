@@ -1,6 +1,6 @@
 import pytest
 
-from openwit.pipeline.stages.text import TextConfig, apply_text_rules, detect_language, load_lid_model
+from openwit.pipeline.stages.text import TextConfig, apply_text_rules, detect_language, load_lid_model, word_count
 from openwit.schemas.record import Record
 
 
@@ -41,3 +41,15 @@ def test_caption_rules_and_language_filter():
     dropped = apply_text_rules(record("un gros chien"), cfg, ("fr", 0.8))
     assert (dropped.reason, dropped.detail, dropped.language) == ("language_not_allowed", "fr", "fr")
     assert apply_text_rules(record("un gros chien"), TextConfig(), ("fr", 0.8)).status == "active"
+
+
+@pytest.mark.parametrize("caption, words", [
+    ("a big dog", 3), ("海辺で遊んでいる小さな犬の写真", 15), ("ภาพสุนัข", 8), ("東京 tower", 3), ("dog", 1),
+])
+def test_words_of_scripts_without_spaces_are_counted(caption, words):
+    assert word_count(caption) == words
+
+
+def test_cjk_and_thai_captions_pass_the_default_rules():
+    for caption in ("海辺の犬の写真", "ภาพสุนัขบนชายหาด", "一只可爱的小狗"):
+        assert apply_text_rules(record(caption), TextConfig(), ("ja", 0.9)).status == "active", caption

@@ -49,7 +49,7 @@ def test_shard_reads_back_with_webdataset(tmp_path):
 
 
 def test_shard_assignment_is_stable_and_spread():
-    assert shard_count(0, 100) == 1 and shard_count(100, 100) == 1 and shard_count(101, 100) == 2
+    assert shard_count(0, 100) == 0 and shard_count(100, 100) == 1 and shard_count(101, 100) == 2
     uids = [f"{i:020x}" for i in range(10000)]
     assert [shard_of(u, 10) for u in uids[:50]] == [shard_of(u, 10) for u in uids[:50]]
     sizes = Counter(shard_of(u, 10) for u in uids)
@@ -59,3 +59,9 @@ def test_shard_assignment_is_stable_and_spread():
 def test_sizes_json(tmp_path):
     write_sizes([("00001", 5), ("00000", 7)], str(tmp_path))
     assert json.loads((tmp_path / "sizes.json").read_text()) == {"00000.tar": 7, "00001.tar": 5}
+
+
+def test_an_empty_shard_is_a_valid_empty_tar(tmp_path):
+    assert write_shard(4, [], str(tmp_path)) == []
+    assert list(wds.WebDataset(str(tmp_path / "00004.tar"), shardshuffle=False)) == []
+    assert pq.read_table(tmp_path / "00004.parquet").num_rows == 0

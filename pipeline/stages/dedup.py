@@ -6,6 +6,8 @@ naming the survivor, so the ledger says where each loser's image went.
 """
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
 from openwit.schemas.record import Record, drop
 
 
@@ -13,8 +15,14 @@ def survivor_order(record: Record) -> tuple:
     return (-(record.original_width or 0) * (record.original_height or 0), record.uid)
 
 
-def dedup_group(records: list[Record]) -> list[Record]:
-    """All records sharing one image sha256 -> the survivor first, then the dropped rest."""
-    ordered = sorted(records, key=survivor_order)
-    survivor = ordered[0]
-    return [survivor] + [drop(r, "duplicate_image", f"sha256 {r.sha256}", survivor.uid) for r in ordered[1:]]
+def dedup_group(records: Iterable[Record]) -> Iterator[Record]:
+    """All records sharing one image sha256 -> the survivor, and the rest dropped.
+
+    Two passes over a re-iterable (a list, or Beam's grouped values) and nothing held: an
+    image shared by millions of URLs must not be gathered in one worker's memory."""
+    survivor = min(records, key=survivor_order)
+    for record in records:
+        if record.uid == survivor.uid:
+            yield record
+        else:
+            yield drop(record, "duplicate_image", f"sha256 {record.sha256}", survivor.uid)

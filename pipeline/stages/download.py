@@ -16,6 +16,7 @@ import requests
 import urllib3
 
 from openwit.pipeline import __version__
+from openwit.schemas.reasons import REASONS
 
 _TRANSIENT_STATUS = {408, 429}
 
@@ -39,7 +40,7 @@ class FetchResult:
 
     @property
     def transient(self) -> bool:
-        return self.reason in ("http_server_error", "timeout", "connection_error")
+        return self.reason is not None and REASONS[self.reason].transient
 
 
 def make_session(cfg: DownloadConfig) -> requests.Session:

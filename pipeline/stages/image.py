@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Optional, Union
 
 import imagehash
 from PIL import Image, ImageOps
+
+from openwit.schemas.record import error_detail
 
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
 _PIL_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
@@ -28,7 +29,7 @@ class ImageConfig:
     resize_only_if_bigger: bool = False
     output_format: str = "jpg"
     quality: int = 95
-    min_image_size: int = 0
+    min_image_size: int = 32  # tracking pixels and icons are not training images
     max_aspect_ratio: float = 0.0  # 0: no limit
     max_pixels: int = 89_478_485  # PIL's own decompression-bomb limit, checked before decode
 
@@ -109,11 +110,6 @@ def encode_image(image: Image.Image, cfg: ImageConfig) -> bytes:
     return out.getvalue()
 
 
-def error_detail(err: Exception) -> str:
-    # Object addresses ("<BytesIO at 0x7f...>") would make the ledger differ between runs.
-    return re.sub(r" at 0x[0-9a-f]+", "", f"{type(err).__name__}: {err}")[:200]
-
-
 def process_image(data: bytes, cfg: ImageConfig) -> Union[ProcessedImage, ImageRejected]:
     try:
         image = decode_image(data, cfg.max_pixels)
@@ -128,10 +124,14 @@ def process_image(data: bytes, cfg: ImageConfig) -> Union[ProcessedImage, ImageR
     # A thin strip scaled up by its short side could need gigabytes.
     if size and size[0] * size[1] > max(cfg.max_pixels, cfg.image_size**2):
         return ImageRejected("aspect_ratio", f"{width}x{height} would resize to {size[0]}x{size[1]}")
-    phash = str(imagehash.phash(image))
-    resized = resize_image(image, cfg)
+    try:
+        phash = str(imagehash.phash(image))
+        resized = resize_image(image, cfg)
+        encoded = encode_image(resized, cfg)
+    except Exception as err:  # e.g. a side over the encoder's limit (JPEG 65,535, WebP 16,383)
+        return ImageRejected("image_error", error_detail(err))
     return ProcessedImage(
-        data=encode_image(resized, cfg),
+        data=encoded,
         sha256=hashlib.sha256(data).hexdigest(),
         width=resized.width,
         height=resized.height,

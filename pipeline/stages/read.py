@@ -8,6 +8,7 @@ one DoFn: files are the unit of parallelism, and row numbers stay exact.
 from __future__ import annotations
 
 import csv
+import sys
 import io
 import json
 import os
@@ -20,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from openwit.schemas.record import Record, drop, make_uid
 
 FORMATS = ("parquet", "jsonl", "csv", "tsv")
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the 128 KiB default would end a run on one long caption
 
 
 @dataclass(frozen=True)
@@ -41,35 +43,67 @@ def detect_format(path: str) -> str:
     raise ValueError(f"cannot tell the format of {path!r}; pass --input-format ({', '.join(FORMATS)})")
 
 
-def read_rows(path: str, fmt: str) -> Iterator[dict]:
+def read_rows(path: str, fmt: str, cfg: ReadConfig) -> Iterator[dict]:
     """Yield the rows of one input file as dicts, in file order."""
     with FileSystems.open(path) as raw:  # decompresses .gz by extension
         data = raw.read()
     if fmt == "parquet":
-        yield from pq.read_table(io.BytesIO(data)).to_pylist()
+        table = pq.read_table(io.BytesIO(data))
+        _require_url_column(path, table.column_names, cfg)
+        yield from table.to_pylist()
         return
-    text = data.decode("utf-8", errors="replace")
+    text = data.decode("utf-8-sig", errors="replace")  # -sig: a BOM must not rename the first column
     if fmt == "jsonl":
-        for line_number, line in enumerate(text.splitlines()):
+        # Only "\n" ends a line: str.splitlines() would also split on U+2028, U+0085, \x0c ...
+        # which json.dumps(ensure_ascii=False) leaves raw inside strings.
+        for line_number, line in enumerate(text.split("\n")):
             if line.strip():
                 yield _parse_json_line(line, path, line_number)
         return
     if fmt not in ("csv", "tsv"):
         raise ValueError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
-    yield from csv.DictReader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t")
+    yield from _delimited_rows(text, path, fmt, cfg)
+
+
+def _delimited_rows(text: str, path: str, fmt: str, cfg: ReadConfig) -> Iterator[dict]:
+    # TSV has no quoting convention: a caption starting with '"' must not swallow rows.
+    options = {"delimiter": ",", "strict": True} if fmt == "csv" else {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+    reader = csv.DictReader(io.StringIO(text), **options)
+    _require_url_column(path, reader.fieldnames or [], cfg)
+    try:
+        yield from reader
+    except csv.Error as err:
+        raise ValueError(f"{path}: malformed {fmt} near line {reader.line_num}: {err}") from None
+
+
+def _require_url_column(path: str, columns, cfg: ReadConfig) -> None:
+    if cfg.url_col not in columns:
+        raise ValueError(f"{path}: no url column {cfg.url_col!r} (columns: {list(columns)[:20]}); pass --url-col")
 
 
 def _parse_json_line(line: str, path: str, line_number: int) -> dict:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
-        # Kept as a row so that the candidate still gets a ledger record (missing_url).
-        return {"__error__": f"{os.path.basename(path)} line {line_number + 1}: {err.msg}"}
-    return row if isinstance(row, dict) else {"__error__": "json line is not an object"}
+        # Kept as a row so that the candidate still gets a ledger record.
+        return {_MALFORMED: f"{os.path.basename(path)} line {line_number + 1}: {err.msg}"}
+    return row if isinstance(row, dict) else {_MALFORMED: f"line {line_number + 1} is not a JSON object"}
+
+
+_MALFORMED = "__malformed__"
 
 
 def _text(value) -> str:
-    return "" if value is None else str(value).strip()
+    """A field as clean text: bytes decoded, NaN and non-scalars empty, lone surrogates
+    (invalid UTF-8 that JSON can carry) replaced so every later stage can encode it."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    elif isinstance(value, float) and value != value:
+        value = ""
+    elif not isinstance(value, (str, int, float)):
+        value = ""
+    text = str(value).encode("utf-8", errors="replace").decode("utf-8")
+    return text.replace("\x00", " ").strip()
 
 
 def make_candidate(row: dict, source_name: str, row_number: int, cfg: ReadConfig) -> Record:
@@ -83,8 +117,10 @@ def make_candidate(row: dict, source_name: str, row_number: int, cfg: ReadConfig
         page_url=_text(row.get(cfg.page_url_col)) or None,
         source=f"{source_name}:{row_number}",
     )
+    if _MALFORMED in row:
+        return drop(record, "malformed_row", row[_MALFORMED])
     if not url:
-        return drop(record, "missing_url", row.get("__error__", ""))
+        return drop(record, "missing_url")
     if not caption:
         return drop(record, "missing_caption")
     if not url.lower().startswith(("http://", "https://")):
@@ -94,7 +130,7 @@ def make_candidate(row: dict, source_name: str, row_number: int, cfg: ReadConfig
 
 def read_candidates(path: str, source_name: str, cfg: ReadConfig) -> Iterator[Record]:
     fmt = cfg.input_format or detect_format(path)
-    for row_number, row in enumerate(read_rows(path, fmt)):
+    for row_number, row in enumerate(read_rows(path, fmt, cfg)):
         yield make_candidate(row, source_name, row_number, cfg)
 
 

@@ -6,6 +6,7 @@ worker process; `detect_language` and `apply_text_rules` are plain functions.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -41,13 +42,24 @@ def detect_language(model, caption: str) -> tuple[str, float]:
     return labels[0].replace("__label__", ""), float(scores[0])
 
 
+# Scripts written without spaces between words (CJK, kana, Thai, Lao, Khmer, Myanmar,
+# Tibetan): each of their characters counts as a word, or every such caption would be "short".
+_NO_SPACE_SCRIPT = re.compile(
+    "[\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+)
+
+
+def word_count(caption: str) -> int:
+    return sum(len(_NO_SPACE_SCRIPT.findall(token)) or 1 for token in caption.split())
+
+
 def apply_text_rules(record: Record, cfg: TextConfig, language: Optional[tuple[str, float]] = None) -> Record:
     """Record the language, then drop captions that are too short or in other languages."""
     if language is not None:
         record = record.update(language=language[0], language_score=round(language[1], 4))
-    caption = record.caption
-    if len(caption) < cfg.min_caption_chars or len(caption.split()) < cfg.min_caption_words:
-        return drop(record, "caption_too_short", f"{len(caption)} chars, {len(caption.split())} words")
+    chars, words = len(record.caption), word_count(record.caption)
+    if chars < cfg.min_caption_chars or words < cfg.min_caption_words:
+        return drop(record, "caption_too_short", f"{chars} chars, {words} words")
     if cfg.languages and record.language not in cfg.languages:
         return drop(record, "language_not_allowed", record.language)
     return record

@@ -28,7 +28,7 @@ TAR_MTIME = 1577836800
 
 
 def shard_count(kept: int, samples_per_shard: int) -> int:
-    return max(1, math.ceil(kept / samples_per_shard))
+    return math.ceil(kept / samples_per_shard)
 
 
 def shard_of(uid: str, n_shards: int) -> int:
