@@ -59,7 +59,7 @@ def prepare_output(out_dir: str, run_fingerprint: str, overwrite: bool) -> str:
         action = "new"
     elif _previous_fingerprint(out_dir) == run_fingerprint:
         action = "restart"
-        for name in ("shards", "ledger", "manifest.json"):
+        for name in ("shards", "ledger", "stats", "manifest.json"):
             _remove(os.path.join(out_dir, name))
     elif overwrite:
         action = "overwrite"
@@ -113,7 +113,8 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
         "inputs": inputs,
         "funnel": dict(ledger.funnel(state)),
         "drop_reasons": [{"stage": s, "reason": r, "count": n} for s, r, n in ledger.drop_reasons(state)],
-        "shards": _read_sizes(cfg.output),
+        "balancing": _read_json(os.path.join(cfg.output, "stats", "balance.json")),
+        "shards": _read_json(os.path.join(output_paths(cfg.output)["shards"], "sizes.json")),
         "started_at": started,
         "finished_at": now(),
         "python": sys.version.split()[0],
@@ -123,8 +124,7 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
     return manifest
 
 
-def _read_sizes(out_dir: str) -> dict:
-    path = os.path.join(output_paths(out_dir)["shards"], "sizes.json")
+def _read_json(path: str) -> dict:
     if not os.path.exists(path):
         return {}
     with open(path) as f:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Optional
 
 from openwit.pipeline.stages.download import DownloadConfig
 from openwit.pipeline.stages.image import RESIZE_MODES, ImageConfig
@@ -25,7 +26,9 @@ class CurateConfig:
     vocab: str
     output: str
     seed: int = 0
-    threshold: int = 20_000
+    threshold: int = 20_000  # ignored when tail_fraction is set
+    tail_fraction: Optional[float] = None
+    pre_download_slack: float = 2.0
     samples_per_shard: int = 10_000
     ledger_parts: int = 8
     download_batch: int = 64
@@ -50,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vocabulary file: one entry a line (.txt or .txt.gz); default: the shipped 450K list")
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the balancing draw")
-    p.add_argument("--threshold", type=int, default=20_000, help="balancing cap t per vocabulary entry")
+    cap = p.add_mutually_exclusive_group()
+    cap.add_argument("--threshold", type=int, default=20_000, help="balancing cap t per vocabulary entry (20K at 400M)")
+    cap.add_argument("--tail-fraction", type=float, default=None,
+                     help="choose t so that entries with fewer than t matches hold this share of all matches "
+                          "(MetaCLIP: ~0.06)")
+    p.add_argument("--pre-download-slack", type=float, default=2.0,
+                   help="balance at t x slack before download, at t after dedup (docs/balancing.md)")
     p.add_argument("--samples-per-shard", type=int, default=10_000)
     p.add_argument("--ledger-parts", type=int, default=8, help="number of ledger Parquet parts")
     p.add_argument("--overwrite", action="store_true", help="replace a different run's output")
@@ -88,6 +97,8 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
         output=args.output,
         seed=args.seed,
         threshold=args.threshold,
+        tail_fraction=args.tail_fraction,
+        pre_download_slack=args.pre_download_slack,
         samples_per_shard=args.samples_per_shard,
         ledger_parts=args.ledger_parts,
         download_batch=args.download_batch,
@@ -108,6 +119,8 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
             min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio,
         ),
     )
+    if args.pre_download_slack < 1:
+        build_parser().error("--pre-download-slack must be >= 1: a smaller pre-download cap would starve entries")
     unknown = unknown_beam_args(beam_args)
     if unknown:
         build_parser().error(f"unrecognized arguments (neither openwit's nor Beam's): {' '.join(unknown)}")

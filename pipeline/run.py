@@ -1,9 +1,9 @@
 """Builds and runs the curation pipeline: the Beam graph around the stages' plain functions.
 
-Every stage is applied by one wrapper (`StageFn`) that routes each output record to the
-`kept` main output or the `dropped` tagged output and counts drops per reason. The ledger is
-the union of every stage's dropped output plus the writer's kept output, so every candidate
-gets exactly one terminal record by construction.
+read -> text -> match -> balance (pre, t x slack) -> download + image -> dedup ->
+balance (final, t) -> write. Every stage goes through `beam_stage.apply_stage` (kept and
+dropped outputs). The ledger is the union of every stage's dropped output plus the writer's
+kept output, so every candidate gets exactly one terminal record by construction.
 """
 from __future__ import annotations
 
@@ -12,73 +12,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
-import numpy as np
 from apache_beam import pvalue
-from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.utils.shared import Shared
 
-from openwit.pipeline import ledger
+from openwit.pipeline import balancing, ledger
+from openwit.pipeline.beam_stage import apply_stage, guarded, load_once, route
 from openwit.pipeline.options import CurateConfig
-from openwit.pipeline.stages import balance, dedup, fetch, match, read, text, write
+from openwit.pipeline.stages import dedup, fetch, match, read, text, write
 from openwit.pipeline.stages.download import make_session
-from openwit.schemas.record import DROPPED, Record, drop_internal_error
-
-NAMESPACE = "openwit"
-_SHARED = Shared()  # big lookups are loaded once per worker process, not per bundle
-
-
-class _Handle:
-    """Shared.acquire keeps a weak reference, so wrap objects that do not allow one."""
-
-    def __init__(self, value):
-        self.value = value
-
-
-def load_once(tag: str, loader):
-    return _SHARED.acquire(lambda: _Handle(loader()), tag=tag).value
-
-
-def route(record: Record):
-    if record.status == DROPPED:
-        Metrics.counter(NAMESPACE, f"dropped.{record.stage}.{record.reason}").inc()
-        return pvalue.TaggedOutput(DROPPED, record)
-    return record
-
-
-def guarded(fn, stage: str):
-    """fn(record, ...) whose unexpected exceptions become internal_error drops: one hostile
-    record must not fail a run of millions, and nothing may leave the ledger."""
-
-    def apply(record, *args):
-        try:
-            return fn(record, *args)
-        except Exception as err:  # noqa: BLE001 - recorded with its type and message
-            return drop_internal_error(record, stage, err)
-
-    return apply
-
-
-class StageFn(beam.DoFn):
-    """Applies `build()(record, *side_inputs)`; build runs once per DoFn instance."""
-
-    def __init__(self, stage: str, build):
-        self._stage = stage
-        self._build = build
-
-    def setup(self):
-        self._fn = guarded(self._build(), self._stage)
-
-    def process(self, record, *side_inputs):
-        yield route(self._fn(record, *side_inputs))
-
-
-def apply_stage(pcoll, stage: str, build, *side_inputs):
-    """-> (kept, dropped) PCollections; the Beam label is the stage name."""
-    label = stage.replace("_", " ").title().replace(" ", "")
-    out = pcoll | label >> beam.ParDo(StageFn(stage, build), *side_inputs).with_outputs(DROPPED, main="kept")
-    return out.kept, out[DROPPED]
-
+from openwit.schemas.record import DROPPED
 
 # Builders: module-level so they pickle; each returns the per-record function.
 def build_text(cfg: text.TextConfig):
@@ -89,37 +31,6 @@ def build_text(cfg: text.TextConfig):
 def build_match(vocab_path: str):
     matcher = load_once(f"matcher:{vocab_path}", lambda: match.Matcher.from_vocab(vocab_path))
     return lambda r: match.match_record(r, matcher)
-
-
-def build_balance(threshold: int, seed: int):
-    return lambda r, counts: balance.balance_record(r, counts, threshold, seed)
-
-
-class EntryCountsFn(beam.CombineFn):
-    """Sums matches per entry into a dense vector; ids are buffered and bincounted in bulk."""
-
-    def __init__(self, vocab_size: int):
-        self.vocab_size = vocab_size
-
-    def create_accumulator(self):
-        return np.zeros(self.vocab_size, dtype=np.int64), []
-
-    def add_input(self, acc, entry_ids):
-        counts, pending = acc
-        pending.extend(entry_ids)
-        if len(pending) >= 1 << 20:
-            return self._compact(acc), []
-        return counts, pending
-
-    def _compact(self, acc):
-        counts, pending = acc
-        return counts + balance.count_entries([pending], self.vocab_size)
-
-    def merge_accumulators(self, accumulators):
-        return sum((self._compact(acc) for acc in accumulators), np.zeros(self.vocab_size, np.int64)), []
-
-    def extract_output(self, acc):
-        return self._compact(acc)
 
 
 class DownloadFn(beam.DoFn):
@@ -162,30 +73,39 @@ def output_paths(out_dir: str) -> dict:
     return {name: os.path.join(out_dir, name) for name in ("shards", "ledger", "staging")}
 
 
-def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None:
-    paths = output_paths(cfg.output)
+def read_stage(p: beam.Pipeline, cfg: CurateConfig):
+    """-> (candidates, dropped): every input row as a Record; files are read in parallel."""
     files = read.expand_inputs(list(cfg.inputs))
-    candidates = (
+    rows = (
         p
         | "InputFiles" >> beam.Create(files)
         | "ReadFiles" >> beam.FlatMap(lambda f: read.read_candidates(f[0], f[1], cfg.read))
     )
-    read_kept, read_dropped = apply_stage(candidates, "read", lambda: lambda r: r)
-    text_kept, text_dropped = apply_stage(read_kept, "text", functools.partial(build_text, cfg.text))
-    matched, match_dropped = apply_stage(text_kept, "match", functools.partial(build_match, cfg.vocab))
+    return apply_stage(rows, "read", lambda: lambda r: r)
 
-    counts = matched | "EntryIds" >> beam.Map(lambda r: r.entry_ids) | "CountEntries" >> beam.CombineGlobally(
-        EntryCountsFn(vocab_size)
-    )
-    sampled, balance_dropped = apply_stage(
-        matched, "balance", functools.partial(build_balance, cfg.threshold, cfg.seed), pvalue.AsSingleton(counts)
-    )
 
+def sample_pool(candidates, cfg: CurateConfig, vocab_size: int, with_text: bool = True) -> dict:
+    """Text rules, matching and the pre-download balancing phase, before any download."""
+    drops = []
+    if with_text:
+        candidates, dropped = apply_stage(candidates, "text", functools.partial(build_text, cfg.text))
+        drops.append(dropped)
+    matched, dropped = apply_stage(candidates, "match", functools.partial(build_match, cfg.vocab))
+    pool = balancing.count_entries(matched, "Pool", vocab_size)
+    threshold = balancing.choose_threshold(pool, cfg.threshold, cfg.tail_fraction)
+    sampled, balanced_out = balancing.balance_phase(
+        matched, "pre", pool, threshold, cfg.pre_download_slack, cfg.seed
+    )
+    return {"sampled": sampled, "drops": drops + [dropped, balanced_out], "pool": pool, "threshold": threshold}
+
+
+def fetch_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
+    """-> (unique survivors, [dropped]): download, image rules and exact dedup."""
     fetched = (
         sampled
         | "SpreadDownloads" >> beam.Reshuffle()
         | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.download_batch)
-        | "Download" >> beam.ParDo(DownloadFn(cfg, paths["staging"])).with_outputs(DROPPED, main="kept")
+        | "Download" >> beam.ParDo(DownloadFn(cfg, staging_dir)).with_outputs(DROPPED, main="kept")
     )
     deduped = (
         fetched.kept
@@ -195,12 +115,37 @@ def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None
             DROPPED, main="kept"
         )
     )
-    written = write_shards(deduped.kept, cfg, paths["shards"])
+    return deduped.kept, [fetched[DROPPED], deduped[DROPPED]]
 
-    terminal = (
-        read_dropped, text_dropped, match_dropped, balance_dropped, fetched[DROPPED], deduped[DROPPED], written.kept,
-    ) | "Terminal" >> beam.Flatten()
+
+def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None:
+    paths = output_paths(cfg.output)
+    candidates, read_dropped = read_stage(p, cfg)
+    pool = sample_pool(candidates, cfg, vocab_size)
+    survivors, fetch_drops = fetch_and_dedup(pool["sampled"], cfg, paths["staging"])
+    survivor_counts = balancing.count_entries(survivors, "Survivor", vocab_size)
+    final, final_dropped = balancing.balance_phase(
+        survivors, "final", survivor_counts, pool["threshold"], cfg.pre_download_slack, cfg.seed
+    )
+    written = write_shards(final, cfg, paths["shards"])
+    write_stats(p, cfg, vocab_size, pool, written.kept)
+    terminal = [read_dropped, *pool["drops"], *fetch_drops, final_dropped, written.kept] | "Terminal" >> beam.Flatten()
     write_ledger(terminal, cfg, paths["ledger"])
+
+
+def write_stats(p, cfg: CurateConfig, vocab_size: int, pool: dict, kept) -> None:
+    pre = balancing.count_entries(pool["sampled"], "PreKept", vocab_size)
+    final = balancing.count_entries(kept, "FinalKept", vocab_size)
+    _ = (
+        p
+        | "StatsTrigger" >> beam.Create([None])
+        | "WriteEntryStats" >> beam.Map(
+            lambda _, pool_counts, pre_counts, final_counts, t: balancing.write_entry_stats(
+                cfg.output, match.read_vocab(cfg.vocab), pool_counts, pre_counts, final_counts, t,
+                cfg.pre_download_slack, cfg.tail_fraction),
+            *(pvalue.AsSingleton(c) for c in (pool["pool"], pre, final, pool["threshold"])),
+        )
+    )
 
 
 def write_shards(survivors, cfg: CurateConfig, shards_dir: str):

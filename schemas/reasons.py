@@ -17,7 +17,7 @@ class Reason:
     description: str
 
 
-STAGES = ("read", "text", "match", "balance", "download", "image", "dedup", "write")
+STAGES = ("read", "text", "match", "balance_pre", "download", "image", "dedup", "balance_final", "write")
 
 _REASONS = [
     Reason("malformed_row", "read", False, "the input row cannot be parsed (e.g. a broken JSON line)"),
@@ -26,8 +26,8 @@ _REASONS = [
     Reason("unsupported_scheme", "read", False, "the url is not http or https"),
     Reason("caption_too_short", "text", False, "the caption has too few characters or words"),
     Reason("language_not_allowed", "text", False, "the detected caption language is not in --languages"),
-    Reason("no_match", "match", False, "the caption contains no vocabulary entry"),
-    Reason("balanced_out", "balance", False, "not drawn by the per-entry balancing rule"),
+    Reason("unmatched", "match", False, "the caption contains no vocabulary entry"),
+    Reason("balanced_out_pre", "balance_pre", False, "not drawn by balancing before download (cap t x slack)"),
     Reason("http_client_error", "download", False, "the server answered 4xx (not 408/429)"),
     Reason("http_server_error", "download", True, "the server answered 5xx, 408 or 429"),
     Reason("timeout", "download", True, "no complete answer within the deadline"),
@@ -39,6 +39,7 @@ _REASONS = [
     Reason("image_too_small", "image", False, "the image is below the minimum side"),
     Reason("aspect_ratio", "image", False, "the image's aspect ratio exceeds the maximum"),
     Reason("duplicate_image", "dedup", False, "the same image bytes were kept for another uid"),
+    Reason("balanced_out_final", "balance_final", False, "not drawn by balancing of the survivors (cap t)"),
 ]
 
 # Raised by openwit's own code, in whichever stage it happened: a bug, recorded instead of

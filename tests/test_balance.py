@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from openwit.pipeline.stages.balance import balance_draw, balance_record, count_entries, keep_probability
+from openwit.pipeline.stages.balance import (
+    balance_draw, balance_record, count_entries, keep_probability, phase_threshold, tail_share, threshold_for_tail,
+)
 from openwit.schemas.record import Record
 
 
@@ -43,4 +45,27 @@ def test_balancing_caps_a_head_entry_near_t():
     assert tail == 50
     assert 430 < head < 570  # binomial(10000, 0.05): mean 500, sd 22
     dropped = balance_record(records[0].update(url="http://x/other.jpg"), counts, threshold=1, seed=0)
-    assert dropped.reason == "balanced_out" and dropped.detail.startswith("p=")
+    assert dropped.reason == "balanced_out_final" and dropped.detail.startswith("p=")
+    pre = balance_record(records[0].update(url="http://x/other.jpg"), counts, threshold=1, seed=0, phase="pre")
+    assert (pre.stage, pre.reason) == ("balance_pre", "balanced_out_pre")
+
+
+def test_phases_draw_independently():
+    pre = [balance_draw(0, f"http://x/{i}.jpg", "c", "pre") for i in range(20000)]
+    final = [balance_draw(0, f"http://x/{i}.jpg", "c", "final") for i in range(20000)]
+    assert abs(np.corrcoef(pre, final)[0, 1]) < 0.03
+    with pytest.raises(ValueError):
+        balance_draw(0, "u", "c", "middle")
+    assert phase_threshold(100, "pre", 2.5) == 250.0 and phase_threshold(100, "final", 2.5) == 100.0
+
+
+def test_threshold_for_tail_follows_metaclips_rule():
+    counts = np.array([0, 1, 1, 2, 5, 10, 100, 1000])  # 1119 matches
+    t = threshold_for_tail(counts, 0.06)
+    assert t == 101  # entries below 100 hold 19 / 1119 = 1.7%, below 101 hold 119 / 1119 = 10.6%
+    for fraction in (0.001, 0.05, 0.3, 0.9, 1.0):
+        t = threshold_for_tail(counts, fraction)
+        assert tail_share(counts, t) >= fraction
+        assert t == 1 or tail_share(counts, t - 1) < fraction  # the smallest such t
+    with pytest.raises(ValueError):
+        threshold_for_tail(counts, 0.0)

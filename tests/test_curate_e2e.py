@@ -190,3 +190,31 @@ def test_a_hostile_input_file_reaches_the_ledger_whole(web_run, tmp_path):
     assert sorted(r["source"] for r in state) == [f"hostile.jsonl:{i}" for i in range(5)]
     assert {r["reason"] for r in state} >= {"malformed_row"}
     assert all(r["reason"] != "internal_error" for r in state), [r["detail"] for r in state]
+
+
+def test_two_phase_balancing_and_entry_statistics(web_run, tmp_path):
+    out = str(tmp_path / "out")
+    manifest = run_curate(curate_args(web_run["candidates"], web_run["vocab"], out) + ["--threshold", "4"])
+    state = ledger_state(out)
+    reasons = {r["reason"] for r in state}
+    assert {"balanced_out_pre", "balanced_out_final"} <= reasons
+    stats = pq.read_table(os.path.join(out, "stats", "entries.parquet")).to_pylist()
+    vocab = open(web_run["vocab"]).read().split("\n")[:-1]
+    assert [s["entry"] for s in stats] == vocab and [s["entry_id"] for s in stats] == list(range(len(vocab)))
+    for s in stats:
+        assert s["matches_in_pool"] >= s["kept_pre_balance"] >= s["kept_final"]
+    kept_ids = [i for r in state if r["status"] == "kept" for i in r["entry_ids"]]
+    assert sum(s["kept_final"] for s in stats) == len(kept_ids)
+    matched = [r for r in state if r["stage"] not in ("read", "text", "match")]
+    assert sum(s["matches_in_pool"] for s in stats) == sum(len(r["entry_ids"]) for r in matched)
+    balance = manifest["balancing"]
+    assert balance["threshold"] == 4 and balance["pre_download_threshold"] == 8.0 and balance["rule"] == "fixed"
+
+
+def test_tail_fraction_picks_the_threshold(web_run, tmp_path):
+    out = str(tmp_path / "out")
+    argv = [a for a in curate_args(web_run["candidates"], web_run["vocab"], out)]
+    argv[argv.index("--threshold"):argv.index("--threshold") + 2] = ["--tail-fraction", "0.06"]
+    balance = run_curate(argv)["balancing"]
+    assert balance["rule"] == "tail_fraction" and balance["tail_share"] >= 0.06
+    assert balance["threshold"] > 1

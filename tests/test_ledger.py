@@ -10,7 +10,7 @@ def rec(uid, **kw):
 
 def test_current_state_takes_the_latest_revision(tmp_path):
     (tmp_path / "ledger").mkdir()
-    first = [drop(rec("a"), "timeout"), rec("b", status="kept", shard="00000", key="b"), drop(rec("c"), "no_match")]
+    first = [drop(rec("a"), "timeout"), rec("b", status="kept", shard="00000", key="b"), drop(rec("c"), "unmatched")]
     write_ledger_part(str(tmp_path / "ledger"), 0, first, revision=0)
     write_ledger_part(str(tmp_path / "ledger"), 0, [rec("a", status="kept", shard="00001", key="a")], revision=1)
     log = read_ledger(str(tmp_path))
@@ -32,11 +32,11 @@ def test_parts_are_sorted_and_deterministic(tmp_path):
 
 def test_funnel_and_reasons():
     state = pa.Table.from_pylist([
-        {"status": "dropped", "stage": "match", "reason": "no_match"},
+        {"status": "dropped", "stage": "match", "reason": "unmatched"},
         {"status": "dropped", "stage": "download", "reason": "timeout"},
         {"status": "dropped", "stage": "download", "reason": "timeout"},
         {"status": "kept", "stage": None, "reason": None},
     ])
     steps = dict(funnel(state))
     assert steps["candidates"] == 4 and steps["match"] == 3 and steps["download"] == 1 and steps["kept"] == 1
-    assert drop_reasons(state) == [("download", "timeout", 2), ("match", "no_match", 1)]
+    assert drop_reasons(state) == [("download", "timeout", 2), ("match", "unmatched", 1)]

@@ -92,7 +92,7 @@ def test_match_record_drops_captions_without_entries():
     record = Record(uid="u", url="http://x/y", caption="a cat sleeping", source="f:0")
     assert match_record(record, matcher).entry_ids == (7,)
     dropped = match_record(record.update(caption="nothing here"), matcher)
-    assert (dropped.status, dropped.reason) == ("dropped", "no_match")
+    assert (dropped.status, dropped.reason) == ("dropped", "unmatched")
 
 
 def test_read_vocab(tmp_path):

@@ -107,5 +107,5 @@ def _write_cache(path: str, automaton) -> None:
 def match_record(record: Record, matcher: Matcher) -> Record:
     entry_ids = matcher.match(record.caption)
     if not entry_ids:
-        return drop(record, "no_match")
+        return drop(record, "unmatched")
     return record.update(entry_ids=entry_ids)

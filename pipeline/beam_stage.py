@@ -1,0 +1,69 @@
+"""The one Beam wrapper every stage goes through, and per-worker loading of big lookups.
+
+`apply_stage` turns a plain `record -> record` function into a ParDo with a `kept` main
+output and a `dropped` tagged output, counting drops per reason in Beam metrics. An
+unexpected exception becomes an `internal_error` drop of that record, never a failed run.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
+
+from openwit.schemas.record import DROPPED, Record, drop_internal_error
+
+NAMESPACE = "openwit"
+_SHARED = Shared()  # big lookups are loaded once per worker process, not per bundle
+
+
+class _Handle:
+    """Shared.acquire keeps a weak reference, so wrap objects that do not allow one."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def load_once(tag: str, loader):
+    return _SHARED.acquire(lambda: _Handle(loader()), tag=tag).value
+
+
+def route(record: Record):
+    if record.status == DROPPED:
+        Metrics.counter(NAMESPACE, f"dropped.{record.stage}.{record.reason}").inc()
+        return pvalue.TaggedOutput(DROPPED, record)
+    return record
+
+
+def guarded(fn, stage: str):
+    """fn(record, ...) whose unexpected exceptions become internal_error drops: one hostile
+    record must not fail a run of millions, and nothing may leave the ledger."""
+
+    def apply(record, *args):
+        try:
+            return fn(record, *args)
+        except Exception as err:  # noqa: BLE001 - recorded with its type and message
+            return drop_internal_error(record, stage, err)
+
+    return apply
+
+
+class StageFn(beam.DoFn):
+    """Applies `build()(record, *side_inputs)`; build runs once per DoFn instance."""
+
+    def __init__(self, stage: str, build):
+        self._stage = stage
+        self._build = build
+
+    def setup(self):
+        self._fn = guarded(self._build(), self._stage)
+
+    def process(self, record, *side_inputs):
+        yield route(self._fn(record, *side_inputs))
+
+
+def apply_stage(pcoll, stage: str, build, *side_inputs):
+    """-> (kept, dropped) PCollections; the Beam label is the stage name."""
+    label = stage.replace("_", " ").title().replace(" ", "")
+    out = pcoll | label >> beam.ParDo(StageFn(stage, build), *side_inputs).with_outputs(DROPPED, main="kept")
+    return out.kept, out[DROPPED]
