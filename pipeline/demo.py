@@ -44,7 +44,7 @@ def curate_argv(candidates: str, vocab: str, out: str, args) -> list[str]:
         "--input", candidates, "--vocab", vocab, "--output", os.path.join(out, "curated"),
         "--seed", str(args.seed), "--threshold", str(args.threshold), "--samples-per-shard", "100",
         "--image-size", "64", "--resize-mode", "center_crop", "--max-image-bytes", str(2 * 1024 * 1024),
-        "--timeout", "5", "--retries", "1", "--ledger-parts", "4",
+        "--timeout", "5", "--retries", "1", "--ledger-parts", "4", "--allow-loopback",
     ]
     return argv + (["--overwrite"] if args.overwrite else [])
 

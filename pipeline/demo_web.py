@@ -173,6 +173,7 @@ def _handler(routes: dict):
 
 class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 refuses connections under concurrent downloads
 
     def handle_error(self, request, client_address):
         pass  # clients that hang up early (byte cap, timeouts) are expected here

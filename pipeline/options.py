@@ -31,7 +31,6 @@ class CurateConfig:
     pre_download_slack: float = 2.0
     samples_per_shard: int = 10_000
     ledger_parts: int = 8
-    download_batch: int = 64
     overwrite: bool = False
     read: ReadConfig = field(default_factory=ReadConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -73,11 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-caption-words", type=int, default=2)
     g.add_argument("--languages", default="", help="comma-separated fastText codes to keep (default: all)")
     g = p.add_argument_group("download")
-    g.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt, body included")
-    g.add_argument("--retries", type=int, default=2)
-    g.add_argument("--max-image-bytes", type=int, default=20 * 1024 * 1024)
-    g.add_argument("--download-threads", type=int, default=32)
-    g.add_argument("--download-batch", type=int, default=64)
+    d = DownloadConfig()
+    g.add_argument("--timeout", type=float, default=d.timeout, help="total seconds per attempt: connect, headers, body")
+    g.add_argument("--retries", type=int, default=d.retries, help="retries of transient failures, with backoff")
+    g.add_argument("--max-retry-after", type=float, default=d.max_retry_after,
+                   help="longest Retry-After honoured; longer ends the retries")
+    g.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes)
+    g.add_argument("--max-redirects", type=int, default=d.max_redirects)
+    g.add_argument("--download-concurrency", type=int, default=d.concurrency, help="downloads in flight per worker")
+    g.add_argument("--per-host-connections", type=int, default=d.per_host)
+    g.add_argument("--user-agent-contact", default=d.contact, help="URL in the User-Agent for site owners")
+    g.add_argument("--disallowed-header-directives", default=",".join(d.disallowed_header_directives),
+                   help="X-Robots-Tag directives that opt an image out (comma-separated; empty: none)")
+    g.add_argument("--allow-loopback", action="store_true",
+                   help="allow 127.0.0.0/8 and ::1 (local tests and the demo); other private addresses stay refused")
     g = p.add_argument_group("image")
     g.add_argument("--image-size", type=int, default=256)
     g.add_argument("--resize-mode", choices=RESIZE_MODES, default="border")
@@ -85,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output-format", choices=("jpg", "png", "webp"), default="jpg")
     g.add_argument("--min-image-size", type=int, default=32, help="minimum side of the original image")
     g.add_argument("--max-aspect-ratio", type=float, default=0.0, help="0: no limit")
+    g.add_argument("--max-pixels", type=int, default=ImageConfig.max_pixels,
+                   help="decompression-bomb guard, checked from the header before decoding")
     return p
 
 
@@ -101,7 +111,6 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
         pre_download_slack=args.pre_download_slack,
         samples_per_shard=args.samples_per_shard,
         ledger_parts=args.ledger_parts,
-        download_batch=args.download_batch,
         overwrite=args.overwrite,
         read=ReadConfig(args.input_format, args.url_col, args.caption_col, args.page_url_col),
         text=TextConfig(
@@ -110,13 +119,17 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
             tuple(code for code in args.languages.split(",") if code),
         ),
         download=DownloadConfig(
-            timeout=args.timeout, retries=args.retries, max_image_bytes=args.max_image_bytes,
-            threads=args.download_threads,
+            timeout=args.timeout, retries=args.retries, max_retry_after=args.max_retry_after,
+            max_image_bytes=args.max_image_bytes, max_redirects=args.max_redirects,
+            concurrency=args.download_concurrency, per_host=args.per_host_connections, contact=args.user_agent_contact,
+            disallowed_header_directives=tuple(d.strip().lower() for d in args.disallowed_header_directives.split(",")
+                                               if d.strip()),
+            allow_loopback=args.allow_loopback,
         ),
         image=ImageConfig(
             image_size=args.image_size, resize_mode=args.resize_mode,
             resize_only_if_bigger=args.resize_only_if_bigger, output_format=args.output_format,
-            min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio,
+            min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio, max_pixels=args.max_pixels,
         ),
     )
     if args.pre_download_slack < 1:

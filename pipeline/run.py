@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from openwit.pipeline import balancing, ledger
 from openwit.pipeline.beam_stage import apply_stage, guarded, load_once, route
 from openwit.pipeline.options import CurateConfig
 from openwit.pipeline.stages import dedup, fetch, match, read, text, write
-from openwit.pipeline.stages.download import make_session
+from openwit.pipeline.stages.download import Downloader
 from openwit.schemas.record import DROPPED
 
 # Builders: module-level so they pickle; each returns the per-record function.
@@ -34,28 +39,67 @@ def build_match(vocab_path: str):
 
 
 class DownloadFn(beam.DoFn):
-    """Downloads a batch of records concurrently; decode and resize run in the same threads."""
+    """Streams records through downloads: each record is submitted when it arrives and its
+    result is emitted when ready, so a URL that hangs until its deadline holds one download
+    slot, not a batch. Downloads run on the Downloader's event loop; decode and resize run
+    in a small thread pool sized to the cores (Pillow releases the GIL while it works)."""
 
     def __init__(self, cfg: CurateConfig, staging_dir: str):
         self.cfg = cfg
         self.staging_dir = staging_dir
 
     def setup(self):
-        self.session = make_session(self.cfg.download)
-        self.pool = ThreadPoolExecutor(self.cfg.download.threads)
-        self.stage = functools.partial(fetch.stage_image, self.staging_dir)
+        # The event loop thread must get the GIL back promptly while image threads run:
+        # at Python's default 5 ms switch interval it starves (measured: 330 vs 445 images/s).
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+        self.downloader = Downloader(self.cfg.download)
+        self.cpu = ThreadPoolExecutor(2 * (os.cpu_count() or 1), thread_name_prefix="openwit-image")
+        stage = functools.partial(fetch.stage_image, self.staging_dir)
+        self.finish_one = guarded(
+            lambda record, download: fetch.record_from_download(record, download.result(), self.cfg.image, stage),
+            "download",
+        )
 
-    def process(self, batch):
-        fetch_one = guarded(functools.partial(
-            fetch.fetch_record, session=self.session, download=self.cfg.download, image=self.cfg.image,
-            stage=self.stage,
-        ), "download")
-        for record in self.pool.map(fetch_one, batch):
-            yield route(record)
+    def start_bundle(self):
+        self.in_flight = 0
+        self.finished = queue.SimpleQueue()  # done records arrive here, in completion order
+
+    def submit(self, record) -> None:
+        def processed(task):
+            self.finished.put(task.result())  # finish_one never raises: it is guarded
+
+        self.downloader.submit(record.url).add_done_callback(
+            lambda download: self.cpu.submit(self.finish_one, record, download).add_done_callback(processed)
+        )
+        self.in_flight += 1
+
+    def take(self, block: bool):
+        record = self.finished.get(block=block)
+        self.in_flight -= 1
+        return route(record)
+
+    def process(self, record):
+        self.submit(record)
+        if self.in_flight >= 8 * self.cfg.download.concurrency:  # bound memory, keep the pipes full
+            yield self.take(block=True)
+        while not self.finished.empty():
+            yield self.take(block=False)
+
+    def finish_bundle(self):
+        while self.in_flight:
+            out = self.take(block=True)
+            if isinstance(out, pvalue.TaggedOutput):
+                yield pvalue.TaggedOutput(out.tag, _in_global_window(out.value))
+            else:
+                yield _in_global_window(out)
 
     def teardown(self):
-        self.pool.shutdown(wait=False)
-        self.session.close()
+        self.cpu.shutdown(wait=False)
+        self.downloader.close()
+
+
+def _in_global_window(value):
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
 
 
 class WriteShardFn(beam.DoFn):
@@ -104,7 +148,6 @@ def fetch_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
     fetched = (
         sampled
         | "SpreadDownloads" >> beam.Reshuffle()
-        | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.download_batch)
         | "Download" >> beam.ParDo(DownloadFn(cfg, staging_dir)).with_outputs(DROPPED, main="kept")
     )
     deduped = (

@@ -40,6 +40,7 @@ class Record:
     # set by download and image
     http_status: Optional[int] = None
     sha256: Optional[str] = None  # of the original downloaded bytes
+    stored_sha256: Optional[str] = None  # of the image as stored in the shard
     original_width: Optional[int] = None
     original_height: Optional[int] = None
     width: Optional[int] = None
@@ -111,7 +112,7 @@ LEDGER_SCHEMA = pa.schema([pa.field("revision", pa.int32())] + _arrow_fields(LED
 
 # One row per sample in a shard's Parquet index (like img2dataset's per-shard parquet).
 SHARD_INDEX_FIELDS = [
-    "key", "uid", "url", "caption", "page_url", "source", "entry_ids", "sha256", "width",
+    "key", "uid", "url", "caption", "page_url", "source", "entry_ids", "sha256", "stored_sha256", "width",
     "height", "original_width", "original_height", "language", "phash",
 ]
 SHARD_INDEX_SCHEMA = pa.schema(_arrow_fields(SHARD_INDEX_FIELDS))

@@ -19,7 +19,7 @@ from openwit.schemas.reasons import REASONS
 def curate_args(candidates, vocab, out, *extra):
     return ["--input", candidates, "--vocab", vocab, "--output", out, "--threshold", "100000",
             "--samples-per-shard", "40", "--image-size", "48", "--max-image-bytes", str(2 * 1024 * 1024),
-            "--timeout", "5", "--retries", "1", "--ledger-parts", "3", *extra]
+            "--timeout", "5", "--retries", "1", "--ledger-parts", "3", "--allow-loopback", *extra]
 
 
 def run_curate(argv):
@@ -72,10 +72,10 @@ def test_hostile_urls_get_their_reasons(web_run):
     for row in ledger_state(web_run["out"]):
         path = row["url"].split("127.0.0.1", 1)[-1].split("/", 2)[1] if "127.0.0.1:" in row["url"] else row["url"]
         by_path.setdefault(path, set()).add(row["reason"])
-    assert by_path["missing"] == {"http_client_error"}
-    assert by_path["error"] == {"http_server_error"}
+    assert by_path["missing"] == {"http_404"}
+    assert by_path["error"] == {"http_5xx"}
     assert by_path["html"] == {"not_image"}
-    assert by_path["truncated"] == {"not_image"}
+    assert by_path["truncated"] == {"decode_error"}
     assert by_path["huge"] == {"too_large"}
     assert by_path[""] == {"missing_url"}
     assert by_path["ftp://127.0.0.1/x.jpg"] == {"unsupported_scheme"}
@@ -149,7 +149,7 @@ def test_audit_summary_reads_the_funnel_from_the_ledger(web_run, capsys):
     funnel_lines = out.split("\n\n")[0].splitlines()[1:]  # the reasons table follows a blank line
     printed = {line.split()[0]: int(line.split()[1]) for line in funnel_lines}
     assert printed == funnel
-    assert "http_client_error" in out and "duplicate_image" in out
+    assert "http_404" in out and "duplicate_image" in out
 
 
 def test_a_stage_that_raises_drops_the_record_instead_of_failing_the_run(tmp_path):

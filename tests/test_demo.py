@@ -28,7 +28,7 @@ def test_demo_leaves_every_output(demo_out):
     state = current_state(read_ledger(str(curated)))
     assert state.num_rows == n_candidates  # broken URLs included
     assert len(set(state.column("uid").to_pylist())) == n_candidates
-    assert {"http_client_error", "http_server_error", "not_image", "too_large"} <= set(state.column("reason").to_pylist())
+    assert {"http_404", "http_5xx", "not_image", "decode_error", "too_large"} <= set(state.column("reason").to_pylist())
 
 
 def test_demo_shards_give_jpg_txt_pairs_that_match_sizes_json(demo_out):

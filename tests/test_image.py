@@ -253,7 +253,7 @@ def test_max_aspect_ratio():
 def test_pixel_limit_is_checked_before_decoding():
     data = encode(gradient(20, 20), "JPEG")
     result = rejected(data, max_pixels=399)
-    assert result.reason == "not_image" and "pixel limit" in result.detail
+    assert result.reason == "bomb" and "pixel limit" in result.detail
     processed(data, max_pixels=400)  # exactly at the limit: kept
     # Only the header is read: scan data cut short just after its start (which fails to
     # decode) still reports the limit, not a decoder error, so nothing was decoded.
@@ -313,3 +313,9 @@ def test_an_output_over_the_encoders_limit_is_rejected_not_raised():
     Image.new("RGB", (70_000, 40), (0, 0, 255)).save(wide, format="PNG")
     out = process_image(wide.getvalue(), ImageConfig(resize_mode="no", output_format="jpg"))
     assert isinstance(out, ImageRejected) and out.reason == "image_error"
+
+
+def test_a_truncated_scan_is_a_decode_error():
+    data = encode(gradient(200, 200), "JPEG")
+    out = process_image(data[: len(data) // 2], ImageConfig(min_image_size=0))
+    assert isinstance(out, ImageRejected) and out.reason == "decode_error" and "truncated" in out.detail

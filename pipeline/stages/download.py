@@ -1,34 +1,65 @@
-"""Fetch image bytes over HTTP: keep-alive sessions, a deadline per URL, a byte cap
-enforced while streaming, and a few retries with exponential backoff on transient
-failures (timeouts, connection errors, 408/429/5xx).
+"""Fetch image bytes politely and safely (asyncio + aiohttp).
 
-`fetch` is a plain function over a requests.Session; the Beam DoFn in pipeline/run.py
-runs many of them concurrently over a batch. (Issue 5 makes this stage polite and safe:
-robots opt-out headers, private-address refusal, Retry-After.)
+- One total deadline per attempt (connect + headers + body): a server that hangs or drips
+  bytes cannot hold a slot longer than --timeout.
+- Retries on transient failures (timeouts, resets, DNS failures, 408/429/5xx) with exponential
+  backoff and deterministic jitter; Retry-After is honoured up to --max-retry-after.
+- Redirects are followed by hand (at most --max-redirects), so every hop is checked.
+- Safety: only http/https; every host is resolved by `SafeResolver`, which refuses private,
+  loopback, link-local, multicast, reserved and other non-global addresses, and aiohttp
+  connects to exactly the address that was checked (no DNS-rebinding window). IP-literal
+  hosts are checked before the request. --allow-loopback lets 127.0.0.0/8 and ::1 through.
+- Opt-out: X-Robots-Tag directives (noai, noimageai, noindex, noimageindex by default) end
+  the download before the body is read.
+- The byte cap is enforced while streaming (Content-Length is checked first).
+
+`Downloader` runs one event loop in a background thread with a pooled keep-alive session and
+a per-host connection limit; `Downloader.fetch(url)` is a plain blocking call.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import email.utils
+import hashlib
+import ipaddress
+import socket
+import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Awaitable, Callable, Optional
 
-import requests
-import urllib3
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from openwit.pipeline import __version__
 from openwit.schemas.reasons import REASONS
 
-_TRANSIENT_STATUS = {408, 429}
+DISALLOWED_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+# A lookup maps (host, port) to the IP addresses it resolves to; tests stub it.
+Lookup = Callable[[str, int], Awaitable[list[str]]]
 
 
 @dataclass(frozen=True)
 class DownloadConfig:
     timeout: float = 10.0  # total seconds per attempt: connect + headers + body
     retries: int = 2
-    backoff: float = 0.5  # seconds before the first retry, doubled each time
+    backoff: float = 0.5  # seconds before the first retry, doubled each time, jittered
+    max_retry_after: float = 30.0  # a longer Retry-After ends the retries (transient drop)
     max_image_bytes: int = 20 * 1024 * 1024
-    user_agent: str = f"openwit/{__version__} (+https://github.com/openwit/openwit)"
-    threads: int = 32
+    max_redirects: int = 5
+    concurrency: int = 64  # downloads in flight per worker process
+    per_host: int = 8  # connections per host, so one site is not hammered
+    contact: str = "https://github.com/openwit/openwit"
+    disallowed_header_directives: tuple[str, ...] = DISALLOWED_DIRECTIVES
+    allow_loopback: bool = False
+
+    @property
+    def user_agent(self) -> str:
+        return f"Mozilla/5.0 (compatible; openwit/{__version__}; +{self.contact})"
 
 
 @dataclass(frozen=True)
@@ -37,55 +68,260 @@ class FetchResult:
     http_status: Optional[int] = None
     reason: Optional[str] = None  # a name from schemas/reasons.py when body is None
     detail: str = ""
+    retry_after: Optional[float] = None
 
     @property
     def transient(self) -> bool:
         return self.reason is not None and REASONS[self.reason].transient
 
 
-def make_session(cfg: DownloadConfig) -> requests.Session:
-    session = requests.Session()
-    session.headers["User-Agent"] = cfg.user_agent
-    adapter = requests.adapters.HTTPAdapter(pool_connections=cfg.threads, pool_maxsize=cfg.threads)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+class BlockedAddress(OSError):
+    """A host that resolves to an address openwit must not connect to."""
 
 
-def fetch_once(session: requests.Session, url: str, cfg: DownloadConfig) -> FetchResult:
-    deadline = time.monotonic() + cfg.timeout
+def address_refusal(ip: str, allow_loopback: bool) -> Optional[str]:
+    """Why openwit refuses to connect to `ip`, or None when it may."""
+    address = ipaddress.ip_address(ip)
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return None if allow_loopback else "loopback"
+    for kind in ("private", "link_local", "multicast", "reserved", "unspecified"):
+        if getattr(address, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return None if address.is_global else "not globally routable"
+
+
+async def system_lookup(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+class SafeResolver(AbstractResolver):
+    """Resolves, then refuses the host if any of its addresses is not allowed."""
+
+    def __init__(self, allow_loopback: bool, lookup: Lookup = system_lookup):
+        self.allow_loopback = allow_loopback
+        self.lookup = lookup
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
+        addresses = await self.lookup(host, port)
+        if not addresses:
+            raise socket.gaierror(f"{host} has no address")
+        for ip in addresses:
+            why = address_refusal(ip, self.allow_loopback)
+            if why:
+                raise BlockedAddress(f"{host} resolves to {ip} ({why})")
+        return [
+            {"hostname": host, "host": ip, "port": port, "proto": 0, "flags": socket.AI_NUMERICHOST,
+             "family": socket.AF_INET6 if ":" in ip else socket.AF_INET}
+            for ip in addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+def check_url(url: URL, allow_loopback: bool) -> Optional[FetchResult]:
+    """Scheme and IP-literal checks that must happen before any connection."""
+    if url.scheme not in ("http", "https"):
+        # The read stage lets only http(s) in, so another scheme here came from a redirect.
+        return FetchResult(None, reason="unsupported_redirect", detail=f"{url.scheme or 'no'} scheme")
+    if not url.host:
+        return FetchResult(None, reason="invalid_url", detail="no host")
     try:
-        with session.get(url, stream=True, timeout=cfg.timeout) as response:
-            status = response.status_code
-            if status >= 500 or status in _TRANSIENT_STATUS:
-                return FetchResult(None, status, "http_server_error", f"HTTP {status}")
-            if status >= 400:
-                return FetchResult(None, status, "http_client_error", f"HTTP {status}")
-            chunks, size = [], 0
-            # read1 returns whatever has arrived (iter_content waits for a full chunk, so a
-            # server dripping a byte at a time would never reach the deadline check)
-            while chunk := response.raw.read1(64 * 1024, decode_content=True):
-                size += len(chunk)
-                if size > cfg.max_image_bytes:
-                    return FetchResult(None, status, "too_large", f"over {cfg.max_image_bytes} bytes")
-                if time.monotonic() > deadline:  # a server that drips bytes must not hold us
-                    return FetchResult(None, status, "timeout", f"body not done in {cfg.timeout}s")
-                chunks.append(chunk)
-            return FetchResult(b"".join(chunks), status)
-    except (requests.Timeout, urllib3.exceptions.ReadTimeoutError) as err:  # the latter: a stalled body
-        return FetchResult(None, None, "timeout", type(err).__name__)
-    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError) as err:
-        return FetchResult(None, None, "connection_error", type(err).__name__)
-    except (requests.RequestException, urllib3.exceptions.HTTPError) as err:  # invalid URL, redirect loop, bad gzip: permanent
-        return FetchResult(None, None, "request_error", f"{type(err).__name__}: {err}"[:200])
+        ipaddress.ip_address(url.host)
+    except ValueError:
+        return None  # a name: SafeResolver checks what it resolves to
+    why = address_refusal(url.host, allow_loopback)
+    return FetchResult(None, reason="blocked_address", detail=f"{url.host} ({why})") if why else None
 
 
-def fetch(session: requests.Session, url: str, cfg: DownloadConfig, sleep=time.sleep) -> FetchResult:
-    """fetch_once with retries on transient failures, backing off 1x, 2x, 4x ..."""
-    result = fetch_once(session, url, cfg)
+# Directives with a value after a colon ("max-image-preview: large"); the date of
+# unavailable_after holds colons too, so the agent prefix is found from the left.
+_VALUED_DIRECTIVES = ("max-snippet", "max-image-preview", "max-video-preview", "unavailable_after")
+
+
+def opt_out(values: list[str], disallowed: tuple[str, ...]) -> Optional[str]:
+    """The first disallowed X-Robots-Tag directive that applies to openwit, if any.
+    A value may name a user agent ("googlebot: noindex"): only "*" and "openwit" bind us."""
+    for value in values:
+        agent, colon, rest = value.partition(":")
+        agent = agent.strip().lower()
+        if colon and "," not in agent and agent not in _VALUED_DIRECTIVES:
+            if agent not in ("", "*", "openwit"):
+                continue
+            value = rest
+        for directive in value.split(","):
+            name = directive.partition(":")[0].strip().lower()
+            if name in disallowed:
+                return name
+    return None
+
+
+def status_result(status: int) -> Optional[FetchResult]:
+    if status in (404, 410):
+        return FetchResult(None, status, "http_404", f"HTTP {status}")
+    if status in (408, 429):
+        return FetchResult(None, status, "http_429", f"HTTP {status}")
+    if status >= 500:
+        return FetchResult(None, status, "http_5xx", f"HTTP {status}")
+    if status >= 400:
+        return FetchResult(None, status, "http_4xx", f"HTTP {status}")
+    if status != 200 and not 200 <= status < 300:
+        return FetchResult(None, status, "http_4xx", f"unexpected HTTP {status}")
+    return None
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_result(err: BaseException) -> FetchResult:
+    """Map a client-side failure to its drop reason."""
+    cause = getattr(err, "os_error", None)
+    if isinstance(cause, BlockedAddress):
+        return FetchResult(None, reason="blocked_address", detail=str(cause))
+    if isinstance(err, aiohttp.InvalidURL):
+        return FetchResult(None, reason="invalid_url", detail=str(err)[:200])
+    if isinstance(err, (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)):
+        return FetchResult(None, reason="tls_error", detail=type(err).__name__)
+    if isinstance(cause, socket.gaierror) or isinstance(err, getattr(aiohttp, "ClientConnectorDNSError", ())):
+        return FetchResult(None, reason="dns_failure", detail=str(cause or err)[:200])
+    if isinstance(cause, ConnectionRefusedError):
+        return FetchResult(None, reason="connection_refused", detail=str(cause)[:200])
+    if isinstance(err, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)):
+        return FetchResult(None, reason="connection_reset", detail=type(err).__name__)
+    if isinstance(err, aiohttp.ClientResponseError):
+        return FetchResult(None, reason="protocol_error", detail=f"{type(err).__name__}: {err.message}"[:200])
+    return FetchResult(None, reason="protocol_error", detail=f"{type(err).__name__}: {err}"[:200])
+
+
+async def read_capped(response: aiohttp.ClientResponse, cap: int) -> Optional[bytes]:
+    """The body, or None once it exceeds `cap` bytes (checked before and while streaming)."""
+    if response.content_length is not None and response.content_length > cap:
+        return None
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def follow(session: aiohttp.ClientSession, url: str, cfg: DownloadConfig) -> FetchResult:
+    """One attempt: follow redirects by hand, checking every hop."""
+    try:
+        target = URL(url)
+    except (ValueError, TypeError) as err:
+        return FetchResult(None, reason="invalid_url", detail=str(err)[:200])
+    for _ in range(cfg.max_redirects + 1):
+        refused = check_url(target, cfg.allow_loopback)
+        if refused:
+            return refused
+        async with session.get(target, allow_redirects=False) as response:
+            if response.status in _REDIRECTS:
+                location = response.headers.get("Location")
+                if not location:
+                    return FetchResult(None, response.status, "protocol_error", "redirect without Location")
+                target = response.url.join(URL(location))
+                continue
+            failed = status_result(response.status)
+            if failed:
+                return FetchResult(None, response.status, failed.reason, failed.detail,
+                                   parse_retry_after(response.headers.get("Retry-After")))
+            directive = opt_out(response.headers.getall("X-Robots-Tag", []), cfg.disallowed_header_directives)
+            if directive:
+                return FetchResult(None, response.status, "opted_out", f"X-Robots-Tag: {directive}")
+            body = await read_capped(response, cfg.max_image_bytes)
+            if body is None:
+                return FetchResult(None, response.status, "too_large", f"over {cfg.max_image_bytes} bytes")
+            return FetchResult(body, response.status)
+    return FetchResult(None, None, "too_many_redirects", f"more than {cfg.max_redirects}")
+
+
+async def fetch_once(session: aiohttp.ClientSession, url: str, cfg: DownloadConfig) -> FetchResult:
+    try:
+        async with asyncio.timeout(cfg.timeout):
+            return await follow(session, url, cfg)
+    except TimeoutError:
+        return FetchResult(None, reason="timeout", detail=f"no complete answer within {cfg.timeout}s")
+    except (aiohttp.ClientError, OSError, ValueError) as err:
+        return error_result(err)
+
+
+def retry_delay(result: FetchResult, attempt: int, url: str, cfg: DownloadConfig) -> Optional[float]:
+    """Seconds to wait before the next attempt, or None when waiting is pointless."""
+    if result.retry_after is not None:
+        return result.retry_after if result.retry_after <= cfg.max_retry_after else None
+    # Jitter from the URL and attempt, not a random generator: reruns behave the same.
+    digest = hashlib.blake2b(f"{url}\x00{attempt}".encode("utf-8", "replace"), digest_size=2).digest()
+    jitter = 0.5 + int.from_bytes(digest, "little") / 65535
+    return cfg.backoff * (2**attempt) * jitter
+
+
+async def fetch(session: aiohttp.ClientSession, url: str, cfg: DownloadConfig, sleep=asyncio.sleep) -> FetchResult:
+    """fetch_once with retries on transient failures."""
+    result = await fetch_once(session, url, cfg)
     for attempt in range(cfg.retries):
         if not result.transient:
             break
-        sleep(cfg.backoff * (2**attempt))
-        result = fetch_once(session, url, cfg)
+        delay = retry_delay(result, attempt, url, cfg)
+        if delay is None:
+            break
+        await sleep(delay)
+        result = await fetch_once(session, url, cfg)
     return result
+
+
+def make_session(cfg: DownloadConfig, lookup: Lookup = system_lookup) -> aiohttp.ClientSession:
+    """Call inside the event loop: a keep-alive pool with a per-host limit and the safe resolver."""
+    connector = aiohttp.TCPConnector(
+        limit=cfg.concurrency, limit_per_host=cfg.per_host, resolver=SafeResolver(cfg.allow_loopback, lookup),
+        ttl_dns_cache=300,
+    )
+    return aiohttp.ClientSession(
+        connector=connector, headers={"User-Agent": cfg.user_agent}, trust_env=False,
+        timeout=aiohttp.ClientTimeout(total=None),  # fetch_once owns the deadline
+    )
+
+
+class Downloader:
+    """A blocking facade over one event loop thread: `fetch(url) -> FetchResult`."""
+
+    def __init__(self, cfg: DownloadConfig, lookup: Lookup = system_lookup):
+        self.cfg = cfg
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="openwit-download", daemon=True)
+        self.thread.start()
+        self.session = self._run(self._open(lookup)).result()
+
+    async def _open(self, lookup: Lookup) -> aiohttp.ClientSession:
+        return make_session(self.cfg, lookup)
+
+    def _run(self, coroutine) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def submit(self, url: str) -> concurrent.futures.Future:
+        return self._run(fetch(self.session, url, self.cfg))
+
+    def fetch(self, url: str) -> FetchResult:
+        return self.submit(url).result()
+
+    def close(self) -> None:
+        if self.loop.is_running():
+            self._run(self.session.close()).result(timeout=10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+        if not self.thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()  # its selector and self-pipe; left open they leak a descriptor pair

@@ -5,12 +5,12 @@ the output, so shuffles carry metadata only and the shard writer reads the stage
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
-import requests
 from apache_beam.io.filesystems import FileSystems
 
-from openwit.pipeline.stages.download import DownloadConfig, fetch
+from openwit.pipeline.stages.download import Downloader, FetchResult
 from openwit.pipeline.stages.image import ImageConfig, ImageRejected, process_image
 from openwit.pipeline.stages.write import write_atomically
 from openwit.schemas.record import Record, drop
@@ -22,20 +22,26 @@ def staged_path(staging_dir: str, sha256: str, extension: str) -> str:
 
 def stage_image(staging_dir: str, sha256: str, extension: str, data: bytes) -> str:
     path = staged_path(staging_dir, sha256, extension)
-    if not FileSystems.exists(path):  # identical originals give identical processed bytes
+    exists = os.path.exists(path) if "://" not in path else FileSystems.exists(path)
+    if not exists:  # identical originals give identical processed bytes
         write_atomically(path, data)
     return path
 
 
 def fetch_record(
     record: Record,
-    session: requests.Session,
-    download: DownloadConfig,
+    downloader: Downloader,
     image: ImageConfig,
     stage: Callable[[str, str, bytes], str],
 ) -> Record:
     """Download, decode, check and resize one candidate; a dropped record says why not."""
-    result = fetch(session, record.url, download)
+    return record_from_download(record, downloader.fetch(record.url), image, stage)
+
+
+def record_from_download(
+    record: Record, result: FetchResult, image: ImageConfig, stage: Callable[[str, str, bytes], str]
+) -> Record:
+    """The record after its download: dropped with the reason, or processed and staged."""
     record = record.update(http_status=result.http_status)
     if result.body is None:
         return drop(record, result.reason, result.detail)
@@ -44,6 +50,7 @@ def fetch_record(
         return drop(record, processed.reason, processed.detail)
     return record.update(
         sha256=processed.sha256,
+        stored_sha256=processed.stored_sha256,
         width=processed.width,
         height=processed.height,
         original_width=processed.original_width,

@@ -44,6 +44,7 @@ class ImageConfig:
 class ProcessedImage:
     data: bytes
     sha256: str  # of the original bytes, so duplicates are found whatever the resize
+    stored_sha256: str  # of `data`, the bytes that go into the shard
     width: int
     height: int
     original_width: int
@@ -57,15 +58,58 @@ class ImageRejected:
     detail: str
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode to RGB with EXIF orientation applied; alpha is matted on white."""
+class ImageProblem(Exception):
+    """A decoding failure with its drop reason (not_image, bomb or decode_error)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+_SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (header only) and apply the pixel limit before any pixel is decoded."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > max_pixels:
-            raise ValueError(f"{image.width}x{image.height} exceeds the pixel limit")
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ImageProblem("bomb", error_detail(err)) from None
+        except Exception as err:  # Pillow raises many types for bytes it cannot identify
+            raise ImageProblem("not_image", error_detail(err)) from None
+    if image.width * image.height > max_pixels:
+        raise ImageProblem("bomb", f"{image.width}x{image.height} exceeds the pixel limit of {max_pixels}")
+    return image
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """The image's size once its EXIF orientation is applied, read without decoding."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block: exif_transpose will fail or ignore it later
+        orientation = 1
+    return image.size[::-1] if orientation in _SWAPS_AXES else image.size
+
+
+def decode_image(image: Image.Image, draft_to: Optional[tuple[int, int]] = None) -> Image.Image:
+    """Decode to RGB with EXIF orientation applied; alpha is matted on white.
+
+    `draft_to` (upright width, height): a JPEG may then decode at 1/2, 1/4 or 1/8 scale in
+    the DCT, never below that size, which is far cheaper than decoding at full size."""
+    try:
+        if draft_to and image.format == "JPEG":
+            upright = upright_size(image)
+            image.draft(None, draft_to if upright == image.size else draft_to[::-1])
         image.load()
-    image = ImageOps.exif_transpose(image)
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except Exception as err:  # truncated data, corrupt scans, broken EXIF
+        raise ImageProblem("decode_error", error_detail(err)) from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit gray: convert() would clip to 255
         image = image.convert("I").point(lambda v: v / 256).convert("L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -86,12 +130,13 @@ def resized_size(width: int, height: int, cfg: ImageConfig) -> Optional[tuple[in
     return max(1, round(width * scale)), max(1, round(height * scale))  # as albumentations: never 0
 
 
-def resize_image(image: Image.Image, cfg: ImageConfig) -> Image.Image:
-    size = resized_size(image.width, image.height, cfg)
+def resize_image(image: Image.Image, cfg: ImageConfig, size: Optional[tuple[int, int]]) -> Image.Image:
+    """Resize to `size` (from the original dimensions, as img2dataset computes it), then crop
+    or pad as the mode says."""
     if size is None:
         return image
     if size != image.size:
-        image = image.resize(size, Image.LANCZOS)
+        image = image.resize(size, Image.LANCZOS, reducing_gap=3.0)
     s = cfg.image_size
     if cfg.resize_mode == "center_crop":
         left, top = (image.width - s) // 2, (image.height - s) // 2
@@ -103,19 +148,18 @@ def resize_image(image: Image.Image, cfg: ImageConfig) -> Image.Image:
     return image
 
 
-def encode_image(image: Image.Image, cfg: ImageConfig) -> bytes:
-    out = io.BytesIO()
-    options = {"quality": cfg.quality} if cfg.output_format in ("jpg", "webp") else {}
-    image.save(out, format=_PIL_FORMATS[cfg.output_format], **options)
-    return out.getvalue()
+def perceptual_hash(data: bytes, image_format: Optional[str], decoded: Image.Image) -> str:
+    """pHash from the bytes alone, whatever the resize settings: a JPEG is decoded again at
+    1/8 scale (cheap, and the same for every configuration); other formats use the full
+    decode. 64-bit pHash works on a 32x32 thumbnail, so nothing is lost."""
+    if image_format == "JPEG":
+        small = Image.open(io.BytesIO(data))
+        small.draft(None, (64, 64))
+        decoded = to_rgb(ImageOps.exif_transpose(small))
+    return str(imagehash.phash(decoded))
 
 
-def process_image(data: bytes, cfg: ImageConfig) -> Union[ProcessedImage, ImageRejected]:
-    try:
-        image = decode_image(data, cfg.max_pixels)
-    except Exception as err:  # any decoder failure means the body is not a usable image
-        return ImageRejected("not_image", error_detail(err))
-    width, height = image.size
+def check_size(width: int, height: int, cfg: ImageConfig) -> Optional[ImageRejected]:
     if min(width, height) < cfg.min_image_size:
         return ImageRejected("image_too_small", f"{width}x{height}")
     if cfg.max_aspect_ratio and max(width, height) / min(width, height) > cfg.max_aspect_ratio:
@@ -124,15 +168,38 @@ def process_image(data: bytes, cfg: ImageConfig) -> Union[ProcessedImage, ImageR
     # A thin strip scaled up by its short side could need gigabytes.
     if size and size[0] * size[1] > max(cfg.max_pixels, cfg.image_size**2):
         return ImageRejected("aspect_ratio", f"{width}x{height} would resize to {size[0]}x{size[1]}")
+    return None
+
+
+def encode_image(image: Image.Image, cfg: ImageConfig) -> bytes:
+    out = io.BytesIO()
+    options = {"quality": cfg.quality} if cfg.output_format in ("jpg", "webp") else {}
+    image.save(out, format=_PIL_FORMATS[cfg.output_format], **options)
+    return out.getvalue()
+
+
+def process_image(data: bytes, cfg: ImageConfig) -> Union[ProcessedImage, ImageRejected]:
+    """Rules run on the header's (upright) size before decoding; then decode, hash, resize."""
     try:
-        phash = str(imagehash.phash(image))
-        resized = resize_image(image, cfg)
+        opened = open_image(data, cfg.max_pixels)
+        width, height = upright_size(opened)
+        rejected = check_size(width, height, cfg)
+        if rejected:
+            return rejected
+        size = resized_size(width, height, cfg)
+        image = decode_image(opened, size)
+    except ImageProblem as problem:
+        return ImageRejected(problem.reason, str(problem))
+    try:
+        phash = perceptual_hash(data, opened.format, image)
+        resized = resize_image(image, cfg, size)
         encoded = encode_image(resized, cfg)
     except Exception as err:  # e.g. a side over the encoder's limit (JPEG 65,535, WebP 16,383)
         return ImageRejected("image_error", error_detail(err))
     return ProcessedImage(
         data=encoded,
         sha256=hashlib.sha256(data).hexdigest(),
+        stored_sha256=hashlib.sha256(encoded).hexdigest(),
         width=resized.width,
         height=resized.height,
         original_width=width,

@@ -68,8 +68,15 @@ def build_index(records: list[Record]) -> bytes:
 
 
 def write_atomically(path: str, data: bytes) -> None:
+    """Write to a temporary name, then rename: readers never see a partial file."""
     # pid and thread in the temporary name: two workers may stage the same image at once.
     temporary = f"{path}.partial-{os.getpid()}-{threading.get_ident()}"
+    if "://" not in path:  # local: plain os calls, ~5x cheaper than Beam's FileSystems per file
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(temporary, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+        return
     with FileSystems.create(temporary) as f:
         f.write(data)
     if FileSystems.exists(path):

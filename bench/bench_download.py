@@ -1,0 +1,191 @@
+"""Download throughput: img2dataset's CLI vs openwit's download stage, same server, same URLs,
+same run; plus the CPU ceiling (openwit's decode + resize + encode of the same files, no
+network) measured in the same run while the server runs.
+
+The server (aiohttp, a separate process, 127.0.0.1 only) serves N distinct JPEGs of realistic
+size (640x480, seeded) with 5% faults: 2% 404, 1% 500, 1% truncated bodies and 1% URLs that
+never answer (both tools give up at --timeout). Successes/s = images stored / wall seconds.
+Goals (issue 5): openwit >= 1.5x img2dataset, and >= 0.8 of the CPU ceiling.
+
+    python bench/bench_download.py [--images 3000] [--timeout 5]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import io
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+IMAGE_SIZE, RESIZE_MODE = 256, "border"
+
+
+def make_jpeg(index: int) -> bytes:
+    """A 640x480 photo-like JPEG: smooth colour fields, shapes and sensor-like noise."""
+    rng = np.random.default_rng(index)
+    base = np.linspace(0, 1, 640)[None, :, None] * rng.uniform(0, 255, 3) + rng.uniform(0, 80, 3)
+    pixels = np.clip(base + rng.normal(0, 12, (480, 640, 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y, r = rng.integers(0, 640), rng.integers(0, 480), rng.integers(20, 120)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def fault_of(index: int) -> str:
+    return {7: "404", 33: "404", 51: "500", 77: "hang", 90: "truncated"}.get(index % 100, "ok")
+
+
+def serve(images: list[bytes], port_queue) -> None:
+    from aiohttp import web
+
+    async def handle(request):
+        index = int(request.match_info["index"])
+        fault = fault_of(index)
+        if fault == "hang":
+            await asyncio.sleep(3600)
+        if fault in ("404", "500"):
+            return web.Response(status=int(fault), text="no")
+        body = images[index][: len(images[index]) // 2] if fault == "truncated" else images[index]
+        return web.Response(body=body, content_type="image/jpeg")
+
+    async def main():
+        app = web.Application()
+        app.router.add_get("/img/{index}.jpg", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        site = web.SockSite(runner, sock, backlog=1024)
+        await site.start()
+        port_queue.put(sock.getsockname()[1])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def run_img2dataset(urls: str, out: str, timeout: float, processes: int, threads: int) -> tuple[float, int]:
+    command = [
+        sys.executable, "-m", "img2dataset.main", "--url_list", urls, "--input_format", "parquet",
+        "--url_col", "url", "--caption_col", "caption", "--output_format", "webdataset", "--output_folder", out,
+        "--processes_count", str(processes), "--thread_count", str(threads), "--image_size", str(IMAGE_SIZE),
+        "--resize_mode", RESIZE_MODE, "--timeout", str(timeout), "--retries", "0", "--encode_quality", "95",
+        "--number_sample_per_shard", "1000", "--enable_wandb", "False",
+    ]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, env=env)
+    seconds = time.perf_counter() - start
+    successes = sum(json.load(open(p))["successes"] for p in glob.glob(os.path.join(out, "*_stats.json")))
+    return seconds, successes
+
+
+def run_openwit(urls: str, out: str, timeout: float, runner_args: list[str]) -> tuple[float, int]:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from openwit.pipeline.options import parse_curate_args
+    from openwit.pipeline.run import DownloadFn, read_stage
+
+    cfg, beam_args = parse_curate_args(["--input", urls, "--output", out, "--timeout", str(timeout), "--retries",
+                                        "0", "--allow-loopback", "--image-size", str(IMAGE_SIZE), "--resize-mode",
+                                        RESIZE_MODE, *runner_args])
+    p = beam.Pipeline(options=PipelineOptions(beam_args))
+    candidates, _ = read_stage(p, cfg)
+    fetched = (candidates | beam.Reshuffle()
+               | beam.ParDo(DownloadFn(cfg, os.path.join(out, "staging"))).with_outputs("dropped", main="kept"))
+    _ = fetched.kept | beam.combiners.Count.Globally() | beam.io.WriteToText(os.path.join(out, "count"))
+    start = time.perf_counter()
+    p.run().wait_until_finish()
+    seconds = time.perf_counter() - start
+    with open(os.path.join(out, "count-00000-of-00001")) as f:
+        return seconds, int(f.read())
+
+
+def _process(data: bytes) -> bool:
+    from openwit.pipeline.stages.image import ImageConfig, ProcessedImage, process_image
+
+    return isinstance(process_image(data, ImageConfig(image_size=IMAGE_SIZE, resize_mode=RESIZE_MODE)), ProcessedImage)
+
+
+def cpu_ceiling(images: list[bytes], workers: int) -> tuple[float, int]:
+    good = [data for i, data in enumerate(images) if fault_of(i) == "ok"]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_process, good[:20]))  # warm the workers' imports
+        start = time.perf_counter()
+        done = sum(pool.map(_process, good, chunksize=16))
+    return time.perf_counter() - start, done
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--img2dataset", default="2x16,2x64,4x32", help="processes x threads configs to try")
+    parser.add_argument("--openwit", default="in_memory", help="FnApiRunner modes to try (in_memory, multi_processing)")
+    args = parser.parse_args()
+    images = [make_jpeg(i) for i in range(args.images)]
+    cores = os.cpu_count() or 1
+    ports = multiprocessing.Queue()
+    server = multiprocessing.Process(target=serve, args=(images, ports), daemon=True)
+    server.start()
+    rows = []
+    try:
+        base = f"http://127.0.0.1:{ports.get(timeout=30)}"
+        with tempfile.TemporaryDirectory() as tmp:
+            urls = os.path.join(tmp, "urls.parquet")
+            pq.write_table(pa.Table.from_pylist(
+                [{"url": f"{base}/img/{i}.jpg", "caption": f"image {i}"} for i in range(args.images)]), urls)
+            seconds, done = cpu_ceiling(images, cores)
+            rows.append(("cpu ceiling (decode+resize+encode, no network)", done / seconds, seconds, done))
+            for config in args.img2dataset.split(","):
+                processes, threads = (int(x) for x in config.split("x"))
+                out = os.path.join(tmp, f"i2d-{config}")
+                seconds, done = run_img2dataset(urls, out, args.timeout, processes, threads)
+                rows.append((f"img2dataset {processes} processes x {threads} threads", done / seconds, seconds, done))
+            for mode in args.openwit.split(","):
+                runner = ["--direct_running_mode", mode] + (["--direct_num_workers", str(cores)]
+                                                            if mode == "multi_processing" else [])
+                seconds, done = run_openwit(urls, os.path.join(tmp, f"ow-{mode}"), args.timeout, runner)
+                rows.append((f"openwit FnApiRunner {mode}", done / seconds, seconds, done))
+    finally:
+        server.terminate()
+    print_table(rows, args)
+
+
+def print_table(rows, args) -> None:
+    ceiling = rows[0][1]
+    best_i2d = max(r[1] for r in rows if r[0].startswith("img2dataset"))
+    best_ow = max(r[1] for r in rows if r[0].startswith("openwit"))
+    print(f"{args.images} URLs (5% faults, 1% hanging), timeout {args.timeout}s, {os.cpu_count()} cores, "
+          f"image {IMAGE_SIZE} {RESIZE_MODE}")
+    print(f"{'run':<52}{'successes/s':>12}{'seconds':>9}{'stored':>8}{'vs img2dataset':>16}{'vs ceiling':>12}")
+    for name, rate, seconds, done in rows:
+        print(f"{name:<52}{rate:>12.1f}{seconds:>9.1f}{done:>8}{rate / best_i2d:>15.2f}x{rate / ceiling:>11.2f}x")
+    print(f"goal: openwit >= 1.5x img2dataset: {best_ow / best_i2d:.2f}x {verdict(best_ow >= 1.5 * best_i2d)}")
+    print(f"goal: openwit >= 0.8x CPU ceiling: {best_ow / ceiling:.2f}x {verdict(best_ow >= 0.8 * ceiling)}")
+
+
+if __name__ == "__main__":
+    main()
