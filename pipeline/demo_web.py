@@ -12,6 +12,7 @@ import contextlib
 import io
 import random
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -91,6 +92,9 @@ class Response:
     status: int
     content_type: str
     body: bytes
+    headers: tuple = ()  # extra (name, value) pairs: Location, Retry-After, X-Robots-Tag ...
+    delay: float = 0.0  # seconds before answering (a server that hangs)
+    drip: float = 0.0  # seconds between body bytes (a server that drips)
 
 
 @dataclass
@@ -154,16 +158,35 @@ def rows_for(web: DemoWeb, base_url: str) -> list[dict]:
 
 
 def _handler(routes: dict):
+    hits, lock = {}, threading.Lock()
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
 
         def do_GET(self):
-            response = routes.get(self.path, Response(404, "text/plain", b"no such path"))
+            response = self.pick(routes.get(self.path, Response(404, "text/plain", b"no such path")))
+            time.sleep(response.delay)
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(response.body)))
+            for name, value in response.headers:
+                self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(response.body)
+            if not response.drip:
+                self.wfile.write(response.body)
+                return
+            for i in range(len(response.body)):
+                self.wfile.write(response.body[i: i + 1])
+                self.wfile.flush()
+                time.sleep(response.drip)
+
+        def pick(self, route):
+            """A list of responses is served in turn (e.g. a 429, then the image)."""
+            if not isinstance(route, list):
+                return route
+            with lock:
+                hits[self.path] = hits.get(self.path, 0) + 1
+                return route[min(hits[self.path], len(route)) - 1]
 
         def log_message(self, *args):  # keep the demo's output readable
             pass

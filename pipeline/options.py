@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resize-mode", choices=RESIZE_MODES, default="border")
     g.add_argument("--resize-only-if-bigger", action="store_true")
     g.add_argument("--output-format", choices=("jpg", "png", "webp"), default="jpg")
+    g.add_argument("--encode-quality", type=int, default=ImageConfig.quality, help="jpg/webp quality (1-100)")
     g.add_argument("--min-image-size", type=int, default=32, help="minimum side of the original image")
     g.add_argument("--max-aspect-ratio", type=float, default=0.0, help="0: no limit")
     g.add_argument("--max-pixels", type=int, default=ImageConfig.max_pixels,
@@ -129,6 +130,7 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
         image=ImageConfig(
             image_size=args.image_size, resize_mode=args.resize_mode,
             resize_only_if_bigger=args.resize_only_if_bigger, output_format=args.output_format,
+            quality=args.encode_quality,
             min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio, max_pixels=args.max_pixels,
         ),
     )
