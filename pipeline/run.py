@@ -80,7 +80,7 @@ class DownloadFn(beam.DoFn):
 
     def process(self, record):
         self.submit(record)
-        if self.in_flight >= 8 * self.cfg.download.concurrency:  # bound memory, keep the pipes full
+        if self.in_flight >= 8 * self.cfg.download.concurrency:  # keeps the pipes full, bounds memory
             yield self.take(block=True)
         while not self.finished.empty():
             yield self.take(block=False)
