@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-caption-chars", type=int, default=5)
     g.add_argument("--min-caption-words", type=int, default=2)
     g.add_argument("--languages", default="", help="comma-separated fastText codes to keep (default: all)")
+    g.add_argument("--no-junk-rules", action="store_true",
+                   help="keep file-name-like, URL-only and digits-only alt-texts")
+    g.add_argument("--caption-blocklist", default=None,
+                   help="file of words or phrases (one a line) whose presence drops a caption")
     g = p.add_argument_group("download")
     d = DownloadConfig()
     g.add_argument("--timeout", type=float, default=d.timeout, help="total seconds per attempt: connect, headers, body")
@@ -118,6 +122,8 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
             args.min_caption_chars,
             args.min_caption_words,
             tuple(code for code in args.languages.split(",") if code),
+            junk_rules=not args.no_junk_rules,
+            blocklist=read_blocklist(args.caption_blocklist),
         ),
         download=DownloadConfig(
             timeout=args.timeout, retries=args.retries, max_retry_after=args.max_retry_after,
@@ -152,6 +158,14 @@ def unknown_beam_args(beam_args: list[str]) -> list[str]:
         cls._add_argparse_args(parser)
     _, unknown = parser.parse_known_args(beam_args)
     return [arg for arg in unknown if arg.startswith("-")]
+
+
+def read_blocklist(path) -> tuple[str, ...]:
+    """Lower-case terms, one a line; words are compared whole, so "ass" does not hit "class"."""
+    if not path:
+        return ()
+    with open(path, encoding="utf-8") as f:
+        return tuple(" ".join(line.lower().split()) for line in f if line.strip() and not line.startswith("#"))
 
 
 def with_default_runner(beam_args: list[str]) -> list[str]:

@@ -1,6 +1,8 @@
 import pytest
 
-from openwit.pipeline.stages.text import TextConfig, apply_text_rules, detect_language, load_lid_model, word_count
+from openwit.pipeline.stages.text import (
+    TextConfig, apply_text_rules, detect_language, junk_caption, load_lid_model, word_count,
+)
 from openwit.schemas.record import Record
 
 
@@ -53,3 +55,24 @@ def test_words_of_scripts_without_spaces_are_counted(caption, words):
 def test_cjk_and_thai_captions_pass_the_default_rules():
     for caption in ("海辺の犬の写真", "ภาพสุนัขบนชายหาด", "一只可爱的小狗"):
         assert apply_text_rules(record(caption), TextConfig(), ("ja", 0.9)).status == "active", caption
+
+
+@pytest.mark.parametrize("caption, reason", [
+    ("IMG_1234.jpg", "caption_filename"), ("DSC01234", "caption_filename"), ("photo 2019-05-01 (2).PNG", "caption_filename"),
+    ("Screenshot_20200101-1200", "caption_filename"), ("https://example.com/a.jpg", "caption_url"),
+    ("www.example.com", "caption_url"), ("2019 - 05 - 01", "caption_no_letters"), ("12345 678", "caption_no_letters"),
+    ("a red car in the snow", None), ("IMG of a dog", None), ("photo of a cat.jpg on a sofa", None),
+    ("海辺の犬の写真", None), ("Ελληνικό νησί", None),
+])
+def test_junk_alt_texts(caption, reason):
+    assert junk_caption(caption) == reason
+    out = apply_text_rules(record(caption), TextConfig(min_caption_chars=1, min_caption_words=1))
+    assert out.reason == reason
+
+
+def test_blocklist_matches_whole_words_only():
+    cfg = TextConfig(blocklist=("ass", "stock photo"))
+    assert apply_text_rules(record("a bad ass car"), cfg).reason == "caption_blocklisted"
+    assert apply_text_rules(record("Royalty-free STOCK photo of a dog"), cfg).detail == "stock photo"
+    assert apply_text_rules(record("a class of students"), cfg).status == "active"
+    assert apply_text_rules(record("IMG_1234.jpg"), TextConfig(junk_rules=False, min_caption_words=1)).status == "active"

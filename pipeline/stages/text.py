@@ -18,6 +18,8 @@ class TextConfig:
     min_caption_chars: int = 5
     min_caption_words: int = 2
     languages: tuple[str, ...] = ()  # empty: keep every language, only record it
+    junk_rules: bool = True  # file-name-like, URL-only and digits-only alt-texts
+    blocklist: tuple[str, ...] = ()  # lower-case words or phrases that drop a caption
 
 
 def lid_model_path() -> str:
@@ -53,6 +55,33 @@ def word_count(caption: str) -> int:
     return sum(len(_NO_SPACE_SCRIPT.findall(token)) or 1 for token in caption.split())
 
 
+_IMAGE_FILE = re.compile(r"^[\w\-. ()]+\.(jpe?g|png|gif|webp|bmp|tiff?|svg|heic|avif)$", re.IGNORECASE)
+_CAMERA_NAME = re.compile(r"^(img|dsc|dscn|dscf|dcim|pxl|mvimg|image|photo|pic|screenshot|scan)[ _-]?\d{2,}\S*$",
+                          re.IGNORECASE)
+_URL_ONLY = re.compile(r"^(https?://|www\.)\S+$", re.IGNORECASE)
+_NO_LETTERS = re.compile(r"^[\d\W_]+$")
+_WORD = re.compile(r"[^\W_]+")
+
+
+def junk_caption(caption: str) -> Optional[str]:
+    """The junk rule an alt-text breaks (a reason name), or None. Alt-texts that are file
+    names ("IMG_1234.jpg", "DSC01234"), bare URLs or only digits describe nothing."""
+    text = caption.strip()
+    if _IMAGE_FILE.match(text) or _CAMERA_NAME.match(text):
+        return "caption_filename"
+    if _URL_ONLY.match(text):
+        return "caption_url"
+    if _NO_LETTERS.match(text):
+        return "caption_no_letters"
+    return None
+
+
+def blocklisted(caption: str, blocklist: tuple[str, ...]) -> Optional[str]:
+    """The first blocklisted word or phrase the caption contains as whole words, or None."""
+    words = " " + " ".join(_WORD.findall(caption.lower())) + " "
+    return next((term for term in blocklist if f" {term} " in words), None)
+
+
 def apply_text_rules(record: Record, cfg: TextConfig, language: Optional[tuple[str, float]] = None) -> Record:
     """Record the language, then drop captions that are too short or in other languages."""
     if language is not None:
@@ -60,6 +89,12 @@ def apply_text_rules(record: Record, cfg: TextConfig, language: Optional[tuple[s
     chars, words = len(record.caption), word_count(record.caption)
     if chars < cfg.min_caption_chars or words < cfg.min_caption_words:
         return drop(record, "caption_too_short", f"{chars} chars, {words} words")
+    junk = junk_caption(record.caption) if cfg.junk_rules else None
+    if junk:
+        return drop(record, junk, record.caption[:80])
+    term = blocklisted(record.caption, cfg.blocklist)
+    if term:
+        return drop(record, "caption_blocklisted", term)
     if cfg.languages and record.language not in cfg.languages:
         return drop(record, "language_not_allowed", record.language)
     return record
