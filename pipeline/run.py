@@ -25,7 +25,7 @@ from openwit.pipeline.beam_stage import apply_stage, guarded, load_once, route
 from openwit.pipeline.options import CurateConfig
 from openwit.pipeline.stages import dedup, fetch, match, read, text, write
 from openwit.pipeline.stages.download import Downloader
-from openwit.schemas.record import DROPPED
+from openwit.schemas.record import DROPPED, drop_internal_error
 
 # Builders: module-level so they pickle; each returns the per-record function.
 def build_text(cfg: text.TextConfig):
@@ -65,16 +65,34 @@ class DownloadFn(beam.DoFn):
         self.finished = queue.SimpleQueue()  # done records arrive here, in completion order
 
     def submit(self, record) -> None:
-        def processed(task):
-            self.finished.put(task.result())  # finish_one never raises: it is guarded
+        finished = self.finished  # this bundle's queue, even if the callbacks fire late
 
-        self.downloader.submit(record.url).add_done_callback(
-            lambda download: self.cpu.submit(self.finish_one, record, download).add_done_callback(processed)
-        )
+        def back(result):
+            finished.put(result)
+
+        def processed(task):
+            try:
+                back(task.result())  # finish_one is guarded; this catches what is left
+            except BaseException as err:  # noqa: BLE001 - the record must come back, whatever happened
+                back(drop_internal_error(record, "download", err))
+
+        def downloaded(download):
+            try:
+                self.cpu.submit(self.finish_one, record, download).add_done_callback(processed)
+            except BaseException as err:  # noqa: BLE001 - e.g. the pool is shutting down
+                back(drop_internal_error(record, "download", err))
+
+        self.downloader.submit(record.url).add_done_callback(downloaded)
         self.in_flight += 1
 
     def take(self, block: bool):
-        record = self.finished.get(block=block)
+        while True:
+            try:
+                record = self.finished.get(block=block, timeout=60 if block else None)
+                break
+            except queue.Empty:
+                if not self.downloader.alive():  # nothing in flight can finish any more
+                    raise RuntimeError("openwit's download event loop stopped; the bundle fails so it is retried")
         self.in_flight -= 1
         return route(record)
 

@@ -27,6 +27,7 @@ import pytest
 from PIL import Image, features
 
 from openwit.pipeline.stages import fetch as fetch_stage
+from yarl import URL
 from openwit.pipeline.stages.download import (
     DownloadConfig, Downloader, FetchResult, address_refusal, check_url, fetch, make_session, opt_out,
     parse_retry_after, retry_delay, status_result,
@@ -823,3 +824,45 @@ def test_every_download_reason_has_its_registry_flag():
     for name, why in REASONS.items():
         assert FetchResult(None, reason=name).transient == why.transient, name
     assert not FetchResult(b"x", 200).transient
+
+
+@pytest.mark.parametrize("ip", ["2002:a00:1::", "2002:7f00:1::", "fec0::1", "192.0.0.8", "3fff::1",
+                                "64:ff9b::a00:1", "2001:0:4136:e378:8000:63bf:f5ff:fffe", "198.18.0.1"])
+def test_address_refusal_sees_embedded_and_special_addresses(ip):
+    assert address_refusal(ip, allow_loopback=False) is not None
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f.0.0.1", "0177.0.0.1", "10.1", "10.0.0.1."])
+def test_non_canonical_numeric_hosts_are_refused_before_any_lookup(host):
+    result = check_url(URL(f"http://{host}:80/x.jpg"), allow_loopback=True)
+    assert result is not None and result.reason == "blocked_address"
+
+
+def test_waiting_for_a_host_slot_does_not_count_against_the_deadline(tmp_path):
+    """12 requests to one host that answers in 1 s, 2 slots per host, a 3 s deadline: all
+    succeed, because the deadline starts only once a slot is held."""
+    import http.server
+    import threading
+    import time as _time
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            _time.sleep(1)
+            self.send_response(200)
+            self.send_header("Content-Length", "3")
+            self.end_headers()
+            self.wfile.write(b"abc")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    downloader = Downloader(DownloadConfig(allow_loopback=True, per_host=2, timeout=3, retries=0))
+    try:
+        futures = [downloader.submit(f"http://127.0.0.1:{server.server_address[1]}/{i}") for i in range(12)]
+        results = [f.result(timeout=30) for f in futures]
+    finally:
+        downloader.close()
+        server.shutdown()
+    assert [r.reason for r in results] == [None] * 12

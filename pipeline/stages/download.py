@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import email.utils
 import hashlib
 import ipaddress
@@ -79,15 +80,40 @@ class BlockedAddress(OSError):
     """A host that resolves to an address openwit must not connect to."""
 
 
+# Refused whatever Python's is_global tables say (they changed between 3.11 patch releases).
+_DENIED_NETWORKS = [ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",
+    "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3",
+    "::/128", "100::/64", "2001:db8::/32", "3fff::/20", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+)]
+
+
+def embedded_ipv4(address) -> list:
+    """IPv4 addresses an IPv6 address carries and may route to (6to4, Teredo, NAT64)."""
+    if address.version != 6:
+        return []
+    found = [address.sixtofour, *(address.teredo or ())]
+    if address in ipaddress.ip_network("64:ff9b::/96"):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return [a for a in found if a is not None]
+
+
 def address_refusal(ip: str, allow_loopback: bool) -> Optional[str]:
     """Why openwit refuses to connect to `ip`, or None when it may."""
-    address = ipaddress.ip_address(ip)
+    address = ipaddress.ip_address(ip.split("%")[0])  # an IPv6 zone id does not change the address
     if address.version == 6 and address.ipv4_mapped:
         address = address.ipv4_mapped
+    for inner in embedded_ipv4(address):
+        why = address_refusal(str(inner), allow_loopback)
+        if why:
+            return f"{why} (embedded in {address})"
     if address.is_loopback:
         return None if allow_loopback else "loopback"
-    for kind in ("private", "link_local", "multicast", "reserved", "unspecified"):
-        if getattr(address, f"is_{kind}"):
+    for network in _DENIED_NETWORKS:
+        if address.version == network.version and address in network:
+            return f"in {network}"
+    for kind in ("private", "link_local", "multicast", "reserved", "unspecified", "site_local"):
+        if getattr(address, f"is_{kind}", False):
             return kind.replace("_", "-")
     return None if address.is_global else "not globally routable"
 
@@ -129,12 +155,26 @@ def check_url(url: URL, allow_loopback: bool) -> Optional[FetchResult]:
         return FetchResult(None, reason="unsupported_redirect", detail=f"{url.scheme or 'no'} scheme")
     if not url.host:
         return FetchResult(None, reason="invalid_url", detail="no host")
+    host = url.host
     try:
-        ipaddress.ip_address(url.host)
+        ipaddress.ip_address(host.split("%")[0])
     except ValueError:
+        if _numeric_host(host):  # "127.1", "2130706433", "0x7f.1": C libraries read these as IPs
+            return FetchResult(None, reason="blocked_address", detail=f"{host} (non-canonical numeric address)")
         return None  # a name: SafeResolver checks what it resolves to
-    why = address_refusal(url.host, allow_loopback)
+    why = address_refusal(host, allow_loopback)
     return FetchResult(None, reason="blocked_address", detail=f"{url.host} ({why})") if why else None
+
+
+def _numeric_host(host: str) -> bool:
+    stripped = host.rstrip(".")
+    if all(part.isdigit() or part.lower().startswith("0x") for part in stripped.split(".") if part):
+        return True
+    try:
+        socket.inet_aton(stripped)
+    except OSError:
+        return False
+    return True
 
 
 # Directives with a value after a colon ("max-image-preview: large"); the date of
@@ -250,7 +290,33 @@ async def follow(session: aiohttp.ClientSession, url: str, cfg: DownloadConfig) 
     return FetchResult(None, None, "too_many_redirects", f"more than {cfg.max_redirects}")
 
 
-async def fetch_once(session: aiohttp.ClientSession, url: str, cfg: DownloadConfig) -> FetchResult:
+class HostLimits:
+    """Connection slots per host and overall, taken before an attempt's deadline starts: time
+    spent waiting for a slot must not count against a URL (it made reruns differ)."""
+
+    def __init__(self, concurrency: int, per_host: int):
+        self.total = asyncio.Semaphore(concurrency)
+        self.per_host = per_host
+        self.hosts: dict[str, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, url: str):
+        try:
+            host = URL(url).host or ""
+        except (ValueError, TypeError):
+            host = ""
+        semaphore = self.hosts.setdefault(host, asyncio.Semaphore(self.per_host))
+        # The host's slot first: a URL waiting on a busy host must not hold a global slot.
+        async with semaphore, self.total:
+            yield
+
+
+async def fetch_once(
+    session: aiohttp.ClientSession, url: str, cfg: DownloadConfig, limits: Optional[HostLimits] = None
+) -> FetchResult:
+    if limits is not None:
+        async with limits.slot(url):
+            return await fetch_once(session, url, cfg)
     try:
         async with asyncio.timeout(cfg.timeout):
             return await follow(session, url, cfg)
@@ -270,9 +336,12 @@ def retry_delay(result: FetchResult, attempt: int, url: str, cfg: DownloadConfig
     return cfg.backoff * (2**attempt) * jitter
 
 
-async def fetch(session: aiohttp.ClientSession, url: str, cfg: DownloadConfig, sleep=asyncio.sleep) -> FetchResult:
-    """fetch_once with retries on transient failures."""
-    result = await fetch_once(session, url, cfg)
+async def fetch(
+    session: aiohttp.ClientSession, url: str, cfg: DownloadConfig, sleep=asyncio.sleep,
+    limits: Optional[HostLimits] = None,
+) -> FetchResult:
+    """fetch_once with retries on transient failures (no slot is held while waiting)."""
+    result = await fetch_once(session, url, cfg, limits)
     for attempt in range(cfg.retries):
         if not result.transient:
             break
@@ -280,15 +349,15 @@ async def fetch(session: aiohttp.ClientSession, url: str, cfg: DownloadConfig, s
         if delay is None:
             break
         await sleep(delay)
-        result = await fetch_once(session, url, cfg)
+        result = await fetch_once(session, url, cfg, limits)
     return result
 
 
 def make_session(cfg: DownloadConfig, lookup: Lookup = system_lookup) -> aiohttp.ClientSession:
-    """Call inside the event loop: a keep-alive pool with a per-host limit and the safe resolver."""
+    """Call inside the event loop: a keep-alive pool with the safe resolver. The pool itself
+    is unlimited: HostLimits gates requests before their deadline starts."""
     connector = aiohttp.TCPConnector(
-        limit=cfg.concurrency, limit_per_host=cfg.per_host, resolver=SafeResolver(cfg.allow_loopback, lookup),
-        ttl_dns_cache=300,
+        limit=0, limit_per_host=0, resolver=SafeResolver(cfg.allow_loopback, lookup), ttl_dns_cache=300,
     )
     return aiohttp.ClientSession(
         connector=connector, headers={"User-Agent": cfg.user_agent}, trust_env=False,
@@ -304,16 +373,24 @@ class Downloader:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="openwit-download", daemon=True)
         self.thread.start()
-        self.session = self._run(self._open(lookup)).result()
+        self.session, self.limits = self._run(self._open(lookup)).result()
 
-    async def _open(self, lookup: Lookup) -> aiohttp.ClientSession:
-        return make_session(self.cfg, lookup)
+    async def _open(self, lookup: Lookup):
+        return make_session(self.cfg, lookup), HostLimits(self.cfg.concurrency, self.cfg.per_host)
 
     def _run(self, coroutine) -> concurrent.futures.Future:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def submit(self, url: str) -> concurrent.futures.Future:
-        return self._run(fetch(self.session, url, self.cfg))
+        return self._run(fetch(self.session, url, self.cfg, limits=self.limits))
+
+    def alive(self) -> bool:
+        return self.thread.is_alive() and self.loop.is_running()
+
+    def longest_wait(self) -> float:
+        """An upper bound on one fetch once it holds a slot: every attempt and every wait."""
+        waits = sum(self.cfg.backoff * 1.5 * 2**a for a in range(self.cfg.retries))
+        return (self.cfg.retries + 1) * self.cfg.timeout + max(waits, self.cfg.retries * self.cfg.max_retry_after)
 
     def fetch(self, url: str) -> FetchResult:
         return self.submit(url).result()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import imagehash
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
 
 from openwit.schemas.record import error_detail
 
@@ -99,7 +99,7 @@ def decode_image(image: Image.Image, draft_to: Optional[tuple[int, int]] = None)
     `draft_to` (upright width, height): a JPEG may then decode at 1/2, 1/4 or 1/8 scale in
     the DCT, never below that size, which is far cheaper than decoding at full size."""
     try:
-        if draft_to and image.format == "JPEG":
+        if draft_to and isinstance(image, JpegImagePlugin.JpegImageFile):  # MPO (phone JPEGs) too
             upright = upright_size(image)
             image.draft(None, draft_to if upright == image.size else draft_to[::-1])
         image.load()
@@ -152,7 +152,7 @@ def perceptual_hash(data: bytes, image_format: Optional[str], decoded: Image.Ima
     """pHash from the bytes alone, whatever the resize settings: a JPEG is decoded again at
     1/8 scale (cheap, and the same for every configuration); other formats use the full
     decode. 64-bit pHash works on a 32x32 thumbnail, so nothing is lost."""
-    if image_format == "JPEG":
+    if image_format in ("JPEG", "MPO"):
         small = Image.open(io.BytesIO(data))
         small.draft(None, (64, 64))
         decoded = to_rgb(ImageOps.exif_transpose(small))
