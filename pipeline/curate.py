@@ -19,6 +19,7 @@ from openwit.pipeline import __version__, ledger
 from openwit.pipeline.options import CurateConfig
 from openwit.pipeline.run import output_paths, run_pipeline
 from openwit.pipeline.stages import match, read
+from openwit.query_lists.build import sha256_file
 
 RUN_FILE = os.path.join(".openwit", "run.json")
 
@@ -27,20 +28,12 @@ class OutputConflict(Exception):
     pass
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_inputs(cfg: CurateConfig) -> list[dict]:
     """Check every input (exists, known format) and hash it, before anything is written."""
     described = []
     for path, name in read.expand_inputs(list(cfg.inputs)):
         described.append({"path": path, "source_name": name, "format": cfg.read.input_format or read.detect_format(path),
-                          "sha256": file_sha256(path)})
+                          "sha256": sha256_file(path)})
     return described
 
 

@@ -142,8 +142,11 @@ def gzip_bytes(data: bytes) -> bytes:
 
 
 def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def package_file(package: str, name: str) -> str:

@@ -1,6 +1,5 @@
 """`openwit demo` end to end, then `openwit train` on the demo's shards (the acceptance checks)."""
 import json
-import os
 
 import pyarrow.parquet as pq
 import pytest

@@ -1,4 +1,3 @@
-import io
 import json
 import tarfile
 from collections import Counter

@@ -387,11 +387,6 @@ class Downloader:
     def alive(self) -> bool:
         return self.thread.is_alive() and self.loop.is_running()
 
-    def longest_wait(self) -> float:
-        """An upper bound on one fetch once it holds a slot: every attempt and every wait."""
-        waits = sum(self.cfg.backoff * 1.5 * 2**a for a in range(self.cfg.retries))
-        return (self.cfg.retries + 1) * self.cfg.timeout + max(waits, self.cfg.retries * self.cfg.max_retry_after)
-
     def fetch(self, url: str) -> FetchResult:
         return self.submit(url).result()
 
