@@ -45,6 +45,11 @@ def curate_argv(candidates: str, vocab: str, out: str, args) -> list[str]:
         "--seed", str(args.seed), "--threshold", str(args.threshold), "--samples-per-shard", "100",
         "--image-size", "64", "--resize-mode", "center_crop", "--max-image-bytes", str(2 * 1024 * 1024),
         "--timeout", "5", "--retries", "1", "--ledger-parts", "4", "--allow-loopback",
+        # The synthetic images are 72-160 px: below the DataComp default of 200.
+        "--min-image-size", "64",
+        # Flat drawings of shapes look alike in a 64-bit pHash (nearest distinct neighbours
+        # at 2-8 bits, measured), so the demo merges identical pHashes only.
+        "--near-dup-distance", "0",
     ]
     return argv + (["--overwrite"] if args.overwrite else [])
 

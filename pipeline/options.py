@@ -7,11 +7,14 @@ runs default to FnApiRunner: Beam's DirectRunner first tries to download the Pri
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
+from openwit.pipeline.stages.dedup import DEDUP_KEYS
 from openwit.pipeline.stages.download import DownloadConfig
+from openwit.pipeline.stages.neardup import DEFAULT_DISTANCE
 from openwit.pipeline.stages.image import RESIZE_MODES, ImageConfig
 from openwit.pipeline.stages.read import FORMATS, ReadConfig
 from openwit.pipeline.stages.text import TextConfig
@@ -32,6 +35,9 @@ class CurateConfig:
     samples_per_shard: int = 10_000
     ledger_parts: int = 8
     overwrite: bool = False
+    exact_dedup: str = "image"
+    near_dup_distance: int = DEFAULT_DISTANCE  # -1: no near-duplicate dedup
+    decontaminate: Optional[str] = None
     read: ReadConfig = field(default_factory=ReadConfig)
     text: TextConfig = field(default_factory=TextConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
@@ -68,9 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--caption-col", default="caption")
     g.add_argument("--page-url-col", default="page_url")
     g = p.add_argument_group("text rules")
-    g.add_argument("--min-caption-chars", type=int, default=5)
-    g.add_argument("--min-caption-words", type=int, default=2)
-    g.add_argument("--languages", default="", help="comma-separated fastText codes to keep (default: all)")
+    t = TextConfig()
+    g.add_argument("--min-caption-chars", type=int, default=t.min_caption_chars)
+    g.add_argument("--min-caption-words", type=int, default=t.min_caption_words,
+                   help="CJK, Thai and other scripts without spaces count one word a character")
+    g.add_argument("--languages", default=",".join(t.languages),
+                   help="comma-separated fastText codes to keep (default: en, as WIT); 'all' keeps every language")
+    g.add_argument("--min-language-score", type=float, default=t.min_language_score,
+                   help="drop captions whose language ID confidence is below this (0-1)")
     g.add_argument("--no-junk-rules", action="store_true",
                    help="keep file-name-like, URL-only and digits-only alt-texts")
     g.add_argument("--caption-blocklist", default=None,
@@ -96,8 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resize-only-if-bigger", action="store_true")
     g.add_argument("--output-format", choices=("jpg", "png", "webp"), default="jpg")
     g.add_argument("--encode-quality", type=int, default=ImageConfig.quality, help="jpg/webp quality (1-100)")
-    g.add_argument("--min-image-size", type=int, default=32, help="minimum side of the original image")
-    g.add_argument("--max-aspect-ratio", type=float, default=0.0, help="0: no limit")
+    g.add_argument("--min-image-size", type=int, default=ImageConfig.min_image_size,
+                   help="minimum shorter side of the original image (DataComp basic: 200)")
+    g.add_argument("--max-aspect-ratio", type=float, default=ImageConfig.max_aspect_ratio,
+                   help="longer side / shorter side of the original (DataComp basic: 3); 0: no limit")
+    g = p.add_argument_group("dedup")
+    g.add_argument("--exact-dedup", choices=DEDUP_KEYS, default="image",
+                   help="image: one sample per image sha256; image+caption: only identical image and caption")
+    g.add_argument("--near-dup-distance", type=int, default=DEFAULT_DISTANCE,
+                   help="pHash Hamming distance (of 64 bits) at which images are near-duplicates; -1: off")
+    g.add_argument("--decontaminate", default=None,
+                   help="hashes.parquet from `openwit hashes export`: drop candidates within --near-dup-distance "
+                        "of an eval image (exact pHash matches only when near-dup dedup is off)")
     g.add_argument("--max-pixels", type=int, default=ImageConfig.max_pixels,
                    help="decompression-bomb guard, checked from the header before decoding")
     return p
@@ -117,11 +138,15 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
         samples_per_shard=args.samples_per_shard,
         ledger_parts=args.ledger_parts,
         overwrite=args.overwrite,
+        exact_dedup=args.exact_dedup,
+        near_dup_distance=args.near_dup_distance,
+        decontaminate=args.decontaminate,
         read=ReadConfig(args.input_format, args.url_col, args.caption_col, args.page_url_col),
         text=TextConfig(
             args.min_caption_chars,
             args.min_caption_words,
-            tuple(code for code in args.languages.split(",") if code),
+            parse_languages(args.languages),
+            min_language_score=args.min_language_score,
             junk_rules=not args.no_junk_rules,
             blocklist=read_blocklist(args.caption_blocklist),
         ),
@@ -142,6 +167,10 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
     )
     if args.pre_download_slack < 1:
         build_parser().error("--pre-download-slack must be >= 1: a smaller pre-download cap would starve entries")
+    if args.decontaminate and not os.path.isfile(args.decontaminate):
+        build_parser().error(f"--decontaminate: no such file {args.decontaminate}")
+    if args.near_dup_distance > 32:
+        build_parser().error("--near-dup-distance above 32 of 64 bits would merge unrelated images")
     unknown = unknown_beam_args(beam_args)
     if unknown:
         build_parser().error(f"unrecognized arguments (neither openwit's nor Beam's): {' '.join(unknown)}")
@@ -158,6 +187,12 @@ def unknown_beam_args(beam_args: list[str]) -> list[str]:
         cls._add_argparse_args(parser)
     _, unknown = parser.parse_known_args(beam_args)
     return [arg for arg in unknown if arg.startswith("-")]
+
+
+def parse_languages(value: str) -> tuple[str, ...]:
+    """'en,de' -> ('en', 'de'); 'all' (or empty) -> () which keeps every language."""
+    codes = tuple(code.strip() for code in value.split(",") if code.strip())
+    return () if codes in ((), ("all",)) else codes
 
 
 def read_blocklist(path) -> tuple[str, ...]:

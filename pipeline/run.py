@@ -153,6 +153,8 @@ def sample_pool(candidates, cfg: CurateConfig, vocab_size: int, with_text: bool 
         candidates, dropped = apply_stage(candidates, "text", functools.partial(build_text, cfg.text))
         drops.append(dropped)
     matched, dropped = apply_stage(candidates, "match", functools.partial(build_match, cfg.vocab))
+    drops.append(dropped)
+    matched, dropped = url_dedup(matched)
     pool = balancing.count_entries(matched, "Pool", vocab_size)
     threshold = balancing.choose_threshold(pool, cfg.threshold, cfg.tail_fraction)
     sampled, balanced_out = balancing.balance_phase(
@@ -161,22 +163,77 @@ def sample_pool(candidates, cfg: CurateConfig, vocab_size: int, with_text: bool 
     return {"sampled": sampled, "drops": drops + [dropped, balanced_out], "pool": pool, "threshold": threshold}
 
 
+def dedup_groups(keyed, label: str, group_fn):
+    """(key, record) -> (kept, dropped): group_fn decides each group's survivors."""
+    out = (
+        keyed
+        | f"Group{label}" >> beam.GroupByKey()
+        | label >> beam.FlatMap(lambda kv: (route(r) for r in group_fn(kv[1]))).with_outputs(DROPPED, main="kept")
+    )
+    return out.kept, out[DROPPED]
+
+
+def url_dedup(matched):
+    """One download per normalised URL, before balancing counts the pool."""
+    keyed = matched | "ByUrl" >> beam.Map(lambda r: (dedup.normalize_url(r.url), r))
+    return dedup_groups(keyed, "UrlDedup", dedup.url_dedup_group)
+
+
+def build_decontaminate(path: str, k: int):
+    eval_hashes = load_once(f"eval-hashes:{path}", lambda: dedup.EvalHashes.load(path))
+    return lambda r: dedup.decontaminate(r, eval_hashes, k)
+
+
+def near_dedup(records, k: int):
+    """Near-duplicate clusters over pHash, distributed: distinct hash values -> k+1 band
+    keys -> verified edges inside each band group -> connected components (one global
+    step over the edges only) -> each record joined to its cluster -> one survivor each."""
+    keyed = records | "ByPhash" >> beam.Map(lambda r: (r.phash or f"uid:{r.uid}", r))
+    edges = (
+        keyed
+        | "PhashValues" >> beam.Keys()
+        | "DistinctPhash" >> beam.Distinct()
+        | "BandKeys" >> beam.FlatMap(
+            lambda h: [] if h.startswith("uid:") else [(key, h) for key in dedup.band_keys(h, k)])
+        | "GroupBand" >> beam.GroupByKey()
+        | "VerifyBand" >> beam.FlatMap(lambda kv: dedup.edges_in_band(kv[0][0], kv[1], k))
+    )
+    labels = (
+        edges
+        | "AllEdges" >> beam.combiners.ToList()
+        | "Components" >> beam.FlatMap(
+            lambda all_edges: list(dedup.cluster_labels(all_edges).items()))
+    )
+    clustered = (
+        {"records": keyed, "cluster": labels}
+        | "JoinCluster" >> beam.CoGroupByKey()
+        | "ByCluster" >> beam.FlatMap(
+            lambda kv: ((next(iter(kv[1]["cluster"]), kv[0]), r) for r in kv[1]["records"]))
+    )
+    return dedup_groups(clustered, "NearDedup", dedup.near_dup_group)
+
+
 def fetch_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
-    """-> (unique survivors, [dropped]): download, image rules and exact dedup."""
+    """-> (unique survivors, [dropped]): download, image rules, decontamination, exact and
+    near-duplicate dedup."""
     fetched = (
         sampled
         | "SpreadDownloads" >> beam.Reshuffle()
         | "Download" >> beam.ParDo(DownloadFn(cfg, staging_dir)).with_outputs(DROPPED, main="kept")
     )
-    deduped = (
-        fetched.kept
-        | "BySha256" >> beam.Map(lambda r: (r.sha256, r))
-        | "GroupSha256" >> beam.GroupByKey()
-        | "Dedup" >> beam.FlatMap(lambda kv: (route(r) for r in dedup.dedup_group(kv[1]))).with_outputs(
-            DROPPED, main="kept"
-        )
-    )
-    return deduped.kept, [fetched[DROPPED], deduped[DROPPED]]
+    survivors, drops = fetched.kept, [fetched[DROPPED]]
+    if cfg.decontaminate:
+        k = max(cfg.near_dup_distance, 0)
+        survivors, dropped = apply_stage(
+            survivors, "dedup", functools.partial(build_decontaminate, cfg.decontaminate, k))
+        drops.append(dropped)
+    keyed = survivors | "ByImage" >> beam.Map(lambda r, mode: (dedup.exact_key(r, mode), r), cfg.exact_dedup)
+    survivors, dropped = dedup_groups(keyed, "ExactDedup", dedup.dedup_group)
+    drops.append(dropped)
+    if cfg.near_dup_distance >= 0:
+        survivors, dropped = near_dedup(survivors, cfg.near_dup_distance)
+        drops.append(dropped)
+    return survivors, drops
 
 
 def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None:

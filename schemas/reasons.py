@@ -17,7 +17,7 @@ class Reason:
     description: str
 
 
-STAGES = ("read", "text", "match", "balance_pre", "download", "image", "dedup", "balance_final", "write")
+STAGES = ("read", "text", "match", "url_dedup", "balance_pre", "download", "image", "dedup", "balance_final", "write")
 
 _REASONS = [
     Reason("malformed_row", "read", False, "the input row cannot be parsed (e.g. a broken JSON line)"),
@@ -30,6 +30,7 @@ _REASONS = [
     Reason("caption_no_letters", "text", False, "the alt-text has no letters (digits and punctuation only)"),
     Reason("caption_blocklisted", "text", False, "the caption contains a word or phrase of --caption-blocklist"),
     Reason("language_not_allowed", "text", False, "the detected caption language is not in --languages"),
+    Reason("language_uncertain", "text", False, "language ID confidence below --min-language-score"),
     Reason("unmatched", "match", False, "the caption contains no vocabulary entry"),
     Reason("balanced_out_pre", "balance_pre", False, "not drawn by balancing before download (cap t x slack)"),
     Reason("invalid_url", "download", False, "the url cannot be parsed or has no host"),
@@ -55,7 +56,12 @@ _REASONS = [
     Reason("image_error", "image", False, "the image could not be hashed, resized or encoded"),
     Reason("image_too_small", "image", False, "the image is below the minimum side"),
     Reason("aspect_ratio", "image", False, "the image's aspect ratio exceeds the maximum"),
+    Reason("duplicate_url", "url_dedup", False, "the same normalised URL is downloaded for another uid (before download)"),
+    Reason("eval_contamination", "dedup", False, "the image is within --near-dup-distance of an image of the "
+           "--decontaminate eval set; the detail names the eval item"),
     Reason("duplicate_image", "dedup", False, "the same image bytes were kept for another uid"),
+    Reason("near_duplicate", "dedup", False, "a perceptually near-identical image (pHash within "
+           "--near-dup-distance) was kept for another uid"),
     Reason("balanced_out_final", "balance_final", False, "not drawn by balancing of the survivors (cap t)"),
 ]
 

@@ -19,7 +19,9 @@ from openwit.schemas.reasons import REASONS
 def curate_args(candidates, vocab, out, *extra):
     return ["--input", candidates, "--vocab", vocab, "--output", out, "--threshold", "100000",
             "--samples-per-shard", "40", "--image-size", "48", "--max-image-bytes", str(2 * 1024 * 1024),
-            "--timeout", "5", "--retries", "1", "--ledger-parts", "3", "--allow-loopback", *extra]
+            "--timeout", "5", "--retries", "1", "--ledger-parts", "3", "--allow-loopback",
+            # the synthetic web: small flat drawings (alike in pHash) with captions in several languages
+            "--min-image-size", "32", "--near-dup-distance", "0", "--languages", "all", *extra]
 
 
 def run_curate(argv):

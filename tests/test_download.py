@@ -21,6 +21,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -35,6 +36,9 @@ from openwit.pipeline.stages.download import (
 from openwit.pipeline.stages.image import ImageConfig
 from openwit.schemas.reasons import REASONS
 from openwit.schemas.record import DROPPED, Record
+
+# The test images are small: no DataComp size or aspect rule here.
+SMALL_IMAGES = ImageConfig(min_image_size=0, max_aspect_ratio=0.0)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -733,7 +737,7 @@ def pipeline(web, downloaders, tmp_path):
     downloader = downloaders()
     stage = functools.partial(fetch_stage.stage_image, str(tmp_path / "staging"))
 
-    def run(path, data, content_type="image/jpeg", image=ImageConfig()):
+    def run(path, data, content_type="image/jpeg", image=SMALL_IMAGES):
         url = web.add(path, reply(200, data, content_type=content_type))
         record = Record(uid="u" + hashlib.sha256(path.encode()).hexdigest()[:8], url=url, caption="a cat",
                         source="test:1")
@@ -763,13 +767,13 @@ def test_a_header_claiming_ten_billion_pixels_is_a_bomb(pipeline):
 
 def test_max_pixels_is_checked_before_decoding(pipeline):
     data = encode(pattern((64, 64)), "PNG")
-    record = pipeline("/small-bomb.png", data, "image/png", ImageConfig(max_pixels=64 * 64 - 1))
+    record = pipeline("/small-bomb.png", data, "image/png", replace(SMALL_IMAGES, max_pixels=64 * 64 - 1))
     assert (record.status, record.reason) == (DROPPED, "bomb")
-    assert pipeline("/fine.png", data, "image/png", ImageConfig(max_pixels=64 * 64)).status != DROPPED
+    assert pipeline("/fine.png", data, "image/png", replace(SMALL_IMAGES, max_pixels=64 * 64)).status != DROPPED
 
 
 def test_exif_orientation_swaps_width_and_height(pipeline):
-    record = pipeline("/phone.jpg", rotated_jpeg(), image=ImageConfig(resize_mode="no"))
+    record = pipeline("/phone.jpg", rotated_jpeg(), image=replace(SMALL_IMAGES, resize_mode="no"))
     assert record.status != DROPPED, record
     assert (record.original_width, record.original_height) == (48, 80)
     assert (record.width, record.height) == (48, 80)
@@ -777,7 +781,7 @@ def test_exif_orientation_swaps_width_and_height(pipeline):
 
 def test_a_tracking_pixel_is_too_small(pipeline):
     pixel = encode(Image.new("P", (1, 1)), "GIF", transparency=0)
-    record = pipeline("/pixel.gif", pixel, "image/gif")
+    record = pipeline("/pixel.gif", pixel, "image/gif", image=ImageConfig())
     assert (record.status, record.reason, record.detail) == (DROPPED, "image_too_small", "1x1")
 
 
@@ -816,7 +820,7 @@ def test_a_successful_record_carries_both_hashes(pipeline):
 def test_download_failures_drop_the_record_with_the_download_reason(web, downloaders, tmp_path):
     record = Record(uid="u404", url=web.url("/status/404"), caption="a cat", source="test:2")
     stage = functools.partial(fetch_stage.stage_image, str(tmp_path))
-    result = fetch_stage.fetch_record(record, downloaders(), ImageConfig(), stage)
+    result = fetch_stage.fetch_record(record, downloaders(), SMALL_IMAGES, stage)
     assert (result.status, result.stage, result.reason, result.http_status) == (DROPPED, "download", "http_404", 404)
 
 

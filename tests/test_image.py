@@ -32,15 +32,19 @@ def encode(image, fmt="PNG", **options):
     return out.getvalue()
 
 
-# img2dataset's semantics (no minimum size) unless a test asks for one; openwit's default is 32.
+# img2dataset's semantics (no size or aspect rule) unless a test asks for one; openwit's
+# defaults are DataComp's (shorter side >= 200, aspect <= 3).
+NO_SIZE_RULES = {"min_image_size": 0, "max_aspect_ratio": 0.0}
+
+
 def processed(data, **cfg):
-    result = process_image(data, ImageConfig(**{"min_image_size": 0, **cfg}))
+    result = process_image(data, ImageConfig(**{**NO_SIZE_RULES, **cfg}))
     assert isinstance(result, ProcessedImage), result
     return result
 
 
 def rejected(data, **cfg):
-    result = process_image(data, ImageConfig(**{"min_image_size": 0, **cfg}))
+    result = process_image(data, ImageConfig(**{**NO_SIZE_RULES, **cfg}))
     assert isinstance(result, ImageRejected), result
     assert result.reason in REASONS
     return result
@@ -88,7 +92,7 @@ def test_output_sizes_match_img2dataset(reference, mode, only_if_bigger):
     resizer = reference(image_size=IMAGE_SIZE, resize_mode=mode, resize_only_if_bigger=only_if_bigger,
                         encode_format="png", encode_quality=1)
     cfg = ImageConfig(image_size=IMAGE_SIZE, resize_mode=mode, resize_only_if_bigger=only_if_bigger,
-                      output_format="png", min_image_size=0)
+                      output_format="png", **NO_SIZE_RULES)
     for width, height in INPUT_SIZES:
         data = encode(gradient(width, height))
         _, ref_w, ref_h, ref_ow, ref_oh, err = resizer(io.BytesIO(data))
@@ -297,21 +301,24 @@ def test_a_thin_strip_is_not_scaled_up_past_the_pixel_limit():
     strip = io.BytesIO()
     Image.new("RGB", (20000, 1), (255, 0, 0)).save(strip, format="PNG")
     out = process_image(strip.getvalue(), ImageConfig(image_size=256, resize_mode="center_crop", max_pixels=10_000_000,
-                                                         min_image_size=0))
+                                                         **NO_SIZE_RULES))
     assert isinstance(out, ImageRejected) and out.reason == "aspect_ratio" and "would resize" in out.detail
 
 
-def test_tracking_pixels_are_too_small_by_default():
+def test_defaults_are_datacomp_basic_size_and_aspect_rules():
     pixel = io.BytesIO()
     Image.new("RGB", (1, 1)).save(pixel, format="GIF")
     out = process_image(pixel.getvalue(), ImageConfig())
     assert isinstance(out, ImageRejected) and out.reason == "image_too_small"
+    assert process_image(encode(gradient(300, 199)), ImageConfig()).reason == "image_too_small"
+    assert process_image(encode(gradient(601, 200)), ImageConfig()).reason == "aspect_ratio"
+    assert isinstance(process_image(encode(gradient(600, 200)), ImageConfig()), ProcessedImage)
 
 
 def test_an_output_over_the_encoders_limit_is_rejected_not_raised():
     wide = io.BytesIO()
     Image.new("RGB", (70_000, 40), (0, 0, 255)).save(wide, format="PNG")
-    out = process_image(wide.getvalue(), ImageConfig(resize_mode="no", output_format="jpg"))
+    out = process_image(wide.getvalue(), ImageConfig(resize_mode="no", output_format="jpg", **NO_SIZE_RULES))
     assert isinstance(out, ImageRejected) and out.reason == "image_error"
 
 

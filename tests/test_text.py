@@ -42,7 +42,22 @@ def test_caption_rules_and_language_filter():
     assert kept.status == "active" and kept.language == "en" and kept.language_score == 0.9123
     dropped = apply_text_rules(record("un gros chien"), cfg, ("fr", 0.8))
     assert (dropped.reason, dropped.detail, dropped.language) == ("language_not_allowed", "fr", "fr")
-    assert apply_text_rules(record("un gros chien"), TextConfig(), ("fr", 0.8)).status == "active"
+    assert apply_text_rules(record("un gros chien"), TextConfig(languages=()), ("fr", 0.8)).status == "active"
+
+
+def test_defaults_are_datacomp_basic_and_english_as_wit():
+    cfg = TextConfig()
+    assert apply_text_rules(record("a big dog"), cfg, ("en", 0.9)).status == "active"  # 3 words, 9 chars
+    assert apply_text_rules(record("big dogs"), cfg, ("en", 0.9)).reason == "caption_too_short"  # 2 words
+    assert apply_text_rules(record("a b c"), cfg, ("en", 0.9)).reason == "caption_too_short"  # 5 chars
+    assert apply_text_rules(record("un gros chien"), cfg, ("fr", 0.9)).reason == "language_not_allowed"
+
+
+def test_min_language_score():
+    cfg = TextConfig(languages=(), min_language_score=0.5)
+    unsure = apply_text_rules(record("a big dog"), cfg, ("en", 0.31))
+    assert (unsure.reason, unsure.language, unsure.language_score) == ("language_uncertain", "en", 0.31)
+    assert apply_text_rules(record("a big dog"), cfg, ("en", 0.5)).status == "active"
 
 
 @pytest.mark.parametrize("caption, words", [
@@ -54,7 +69,7 @@ def test_words_of_scripts_without_spaces_are_counted(caption, words):
 
 def test_cjk_and_thai_captions_pass_the_default_rules():
     for caption in ("海辺の犬の写真", "ภาพสุนัขบนชายหาด", "一只可爱的小狗"):
-        assert apply_text_rules(record(caption), TextConfig(), ("ja", 0.9)).status == "active", caption
+        assert apply_text_rules(record(caption), TextConfig(languages=()), ("ja", 0.9)).status == "active", caption
 
 
 @pytest.mark.parametrize("caption, reason", [
@@ -66,13 +81,13 @@ def test_cjk_and_thai_captions_pass_the_default_rules():
 ])
 def test_junk_alt_texts(caption, reason):
     assert junk_caption(caption) == reason
-    out = apply_text_rules(record(caption), TextConfig(min_caption_chars=1, min_caption_words=1))
+    out = apply_text_rules(record(caption), TextConfig(min_caption_chars=1, min_caption_words=1, languages=()))
     assert out.reason == reason
 
 
 def test_blocklist_matches_whole_words_only():
-    cfg = TextConfig(blocklist=("ass", "stock photo"))
+    cfg = TextConfig(blocklist=("ass", "stock photo"), languages=())
     assert apply_text_rules(record("a bad ass car"), cfg).reason == "caption_blocklisted"
     assert apply_text_rules(record("Royalty-free STOCK photo of a dog"), cfg).detail == "stock photo"
     assert apply_text_rules(record("a class of students"), cfg).status == "active"
-    assert apply_text_rules(record("IMG_1234.jpg"), TextConfig(junk_rules=False, min_caption_words=1)).status == "active"
+    assert apply_text_rules(record("IMG_1234.jpg"), TextConfig(junk_rules=False, min_caption_words=1, languages=())).status == "active"

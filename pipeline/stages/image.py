@@ -29,8 +29,10 @@ class ImageConfig:
     resize_only_if_bigger: bool = False
     output_format: str = "jpg"
     quality: int = 95
-    min_image_size: int = 32  # tracking pixels and icons are not training images
-    max_aspect_ratio: float = 0.0  # 0: no limit
+    # DataComp "basic": the original's shorter side >= 200 and aspect ratio <= 3; this also
+    # drops tracking pixels, icons and banners.
+    min_image_size: int = 200
+    max_aspect_ratio: float = 3.0  # 0: no limit
     max_pixels: int = 89_478_485  # PIL's own decompression-bomb limit, checked before decode
 
     def __post_init__(self):

@@ -1,17 +1,22 @@
 """Near-duplicate images: 64-bit perceptual hashes within Hamming distance k, sub-quadratic.
 
-Pigeonhole: split the hash bits into k+1 bands; two hashes that differ in at most k bits
-agree exactly on at least one band. So only hashes that share a (band, value) bucket are
-compared, and every comparison is verified exactly (popcount of the XOR), so the result
-equals brute force. Identical hashes are collapsed first (a logo seen 100,000 times is one
-value), and a bucket larger than `max_bucket` is split again on its remaining bits with the
-same pigeonhole rule instead of being dropped or compared all-pairs, so one common band value
-cannot blow memory and nothing is lost.
+Pigeonhole: split the hash bits into m >= k+1 bands; two hashes that differ in at most k
+bits agree exactly on at least m - k whole bands. So each (m - k)-subset of bands is a
+bucketing key, only hashes that share a key are compared, and every comparison is verified
+exactly (popcount of the XOR): the result equals brute force. m = k+1 gives k+1 keys of
+64/(k+1) bits; for large n or k, more bands give longer keys and far fewer same-bucket
+pairs (`band_count` picks m from n). Identical hashes are collapsed first (a logo seen
+100,000 times is one value), and a bucket larger than `max_bucket` is split again on its
+remaining bits with the same rule instead of being dropped or compared all-pairs, so one
+common band value cannot blow memory and nothing is lost.
 
 Clusters are the connected components of the "within k" graph over distinct hash values,
 labelled by their smallest member: deterministic whatever the input order.
 """
 from __future__ import annotations
+
+import itertools
+import math
 
 import numpy as np
 
@@ -32,12 +37,11 @@ def split_bits(positions: list[int], parts: int) -> list[list[int]]:
     return [g for g in groups if g]
 
 
-def band_keys(hashes: np.ndarray, positions: list[int]) -> np.ndarray:
-    """The value of the given bit positions of every hash, as one integer per hash."""
-    keys = np.zeros(hashes.shape, dtype=np.uint64)
-    for out_bit, bit in enumerate(positions):
-        keys |= ((hashes >> np.uint64(bit)) & np.uint64(1)) << np.uint64(out_bit)
-    return keys
+def bit_mask(positions: list[int]) -> np.uint64:
+    mask = 0
+    for bit in positions:
+        mask |= 1 << bit
+    return np.uint64(mask)
 
 
 def pairs_within(hashes: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
@@ -48,37 +52,76 @@ def pairs_within(hashes: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
     return np.stack([index[i], index[j]], axis=1)
 
 
-def candidate_pairs(hashes: np.ndarray, index: np.ndarray, positions: list[int], k: int, max_bucket: int):
-    """Pairs within distance k among `index`, using only the bits in `positions` to bucket
-    (the other bits are equal within `index`)."""
-    if len(index) > max_bucket:
-        # Bits equal across the whole bucket separate nothing: bucket on the varying ones.
-        varying = int(np.bitwise_or.reduce(hashes[index] ^ hashes[index[0]]))
-        positions = [p for p in positions if varying >> p & 1]
-    if len(index) <= max_bucket or len(positions) <= k:
-        yield pairs_within(hashes, index, k)
+def bucket_pairs(hashes: np.ndarray, keys: np.ndarray, k: int, max_bucket: int):
+    """Pairs within distance k among hashes with equal keys, -> (pairs, giant buckets).
+
+    Sorted by key, members of a bucket are contiguous: compare each item with the one d
+    places on, for d = 1, 2, ... while any still shares its key. Work is the number of
+    same-bucket pairs and memory stays O(n), with no n x n matrix. Buckets above
+    `max_bucket` are returned as index arrays for the caller to split on more bits."""
+    order = np.argsort(keys)
+    sorted_keys, sorted_hashes = keys[order], hashes[order]
+    n = len(order)
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    giants = [order[s:s + size] for s, size in zip(starts, sizes) if size > max_bucket]
+    small = np.repeat(sizes <= max_bucket, sizes)
+    active = np.flatnonzero(small[:-1] & (sorted_keys[:-1] == sorted_keys[1:]))
+    found, step = [], 1
+    while len(active):
+        close = active[np.bitwise_count(sorted_hashes[active] ^ sorted_hashes[active + step]) <= k]
+        found.append(np.stack([order[close], order[close + step]], axis=1))
+        step += 1
+        active = active[active + step < n]
+        active = active[sorted_keys[active] == sorted_keys[active + step]]
+    return found, giants
+
+
+def band_count(n: int, n_bits: int, k: int) -> int:
+    """How many bands m to split `n_bits` into. Pairs within k agree on at least m - k whole
+    bands, so each (m - k)-subset of bands is one bucketing key: more bands mean more keys
+    (C(m, k) sorts of n) but longer keys and so fewer same-bucket pairs (~n^2 / 2^bits).
+    Pick the m with the least estimated work; 12 is the measured sort cost per item in
+    units of one pair comparison."""
+    def work(m: int) -> float:
+        key_bits = n_bits * (m - k) / m
+        return math.comb(m, k) * (12 * n + n * n / 2 ** (key_bits + 1))
+
+    return min(range(k + 1, min(n_bits, k + 8) + 1), key=work)
+
+
+def candidate_pairs(hashes: np.ndarray, positions: list[int], k: int, max_bucket: int):
+    """Pairs within distance k, bucketing only on the bits in `positions` (the other bits
+    are equal across `hashes`)."""
+    # Bits equal across all of `hashes` separate nothing: bucket on the varying ones. With
+    # hashes unique, k or fewer varying bits means at most 2^k hashes: compare all pairs.
+    varying = int(np.bitwise_or.reduce(hashes ^ hashes[0]))
+    positions = [bit for bit in positions if varying >> bit & 1]
+    if len(positions) <= k or len(hashes) <= 64:
+        yield pairs_within(hashes, np.arange(len(hashes)), k)
         return
-    for band in split_bits(positions, k + 1):
-        keys = band_keys(hashes[index], band)
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        ends = np.r_[starts[1:], len(order)]
-        rest = [p for p in positions if p not in band]
-        for start, end in zip(starts, ends):
-            if end - start >= 2:
-                yield from candidate_pairs(hashes, index[order[start:end]], rest, k, max_bucket)
+    bands = split_bits(positions, band_count(len(hashes), len(positions), k))
+    for combo in itertools.combinations(bands, len(bands) - k):
+        used = sorted(bit for band in combo for bit in band)
+        found, giants = bucket_pairs(hashes, hashes & bit_mask(used), k, max_bucket)
+        yield from found
+        rest = [bit for bit in positions if bit not in used]
+        for index in giants:  # a common key: split it again on the bits it does not fix
+            for pairs in candidate_pairs(hashes[index], rest, k, max_bucket):
+                yield index[pairs]
 
 
-def near_duplicate_pairs(hashes: np.ndarray, k: int, max_bucket: int = 2048) -> np.ndarray:
+def near_duplicate_pairs(hashes: np.ndarray, k: int, max_bucket: int = 4096, positions=None) -> np.ndarray:
     """Every pair (i, j), i < j, of *distinct* hash values within Hamming distance k.
-    `hashes` must be unique (use np.unique first); the result is sorted."""
+    `hashes` must be unique (use np.unique first); the result is sorted. `positions`: the
+    bits that may differ (default all 64; a Beam group already agrees on one band)."""
     hashes = np.asarray(hashes, dtype=np.uint64)
     if len(hashes) < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    found = list(candidate_pairs(hashes, np.arange(len(hashes)), list(range(HASH_BITS)), k, max_bucket))
-    pairs = np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
-    return np.unique(pairs.astype(np.int64), axis=0)  # a pair can share several bands
+    positions = list(range(HASH_BITS)) if positions is None else list(positions)
+    found = list(candidate_pairs(hashes, positions, k, max_bucket))
+    pairs = np.sort(np.concatenate(found).astype(np.int64), axis=1) if found else np.zeros((0, 2), np.int64)
+    return np.unique(pairs, axis=0)  # a pair can share several keys
 
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -98,7 +141,7 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     return np.array([root(x) for x in range(n)])
 
 
-def near_duplicate_clusters(hashes, k: int, max_bucket: int = 2048) -> np.ndarray:
+def near_duplicate_clusters(hashes, k: int, max_bucket: int = 4096) -> np.ndarray:
     """Cluster label per input hash (duplicates allowed): items whose hashes are linked by a
     chain of distance-<=k steps share a label, the smallest distinct value index in the chain."""
     values, inverse = np.unique(np.asarray(hashes, dtype=np.uint64), return_inverse=True)

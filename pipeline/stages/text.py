@@ -15,9 +15,11 @@ from openwit.schemas.record import Record, drop
 
 @dataclass(frozen=True)
 class TextConfig:
-    min_caption_chars: int = 5
-    min_caption_words: int = 2
-    languages: tuple[str, ...] = ()  # empty: keep every language, only record it
+    # DataComp "basic": more than 5 characters and more than 2 words.
+    min_caption_chars: int = 6
+    min_caption_words: int = 3
+    languages: tuple[str, ...] = ("en",)  # WIT is English; empty: keep all, only record it
+    min_language_score: float = 0.0  # fastText confidence below this drops the caption
     junk_rules: bool = True  # file-name-like, URL-only and digits-only alt-texts
     blocklist: tuple[str, ...] = ()  # lower-case words or phrases that drop a caption
 
@@ -83,7 +85,8 @@ def blocklisted(caption: str, blocklist: tuple[str, ...]) -> Optional[str]:
 
 
 def apply_text_rules(record: Record, cfg: TextConfig, language: Optional[tuple[str, float]] = None) -> Record:
-    """Record the language, then drop captions that are too short or in other languages."""
+    """Record the language, then drop captions that are too short, junk, blocklisted, in
+    another language, or whose language ID is too unsure."""
     if language is not None:
         record = record.update(language=language[0], language_score=round(language[1], 4))
     chars, words = len(record.caption), word_count(record.caption)
@@ -97,4 +100,6 @@ def apply_text_rules(record: Record, cfg: TextConfig, language: Optional[tuple[s
         return drop(record, "caption_blocklisted", term)
     if cfg.languages and record.language not in cfg.languages:
         return drop(record, "language_not_allowed", record.language)
+    if cfg.min_language_score and (record.language_score or 0.0) < cfg.min_language_score:
+        return drop(record, "language_uncertain", f"{record.language} {record.language_score}")
     return record
