@@ -10,6 +10,7 @@ commands:
   demo       build a small synthetic web on 127.0.0.1, curate it, train on the shards
   curate     curate (image url, caption) candidates into WebDataset shards with a ledger
   audit      read an output directory's ledger (audit summary DIR)
+  hashes     perceptual hashes of an eval set for curate --decontaminate (hashes export DIR -o F)
   vocab      build or verify the shipped query vocabulary (vocab build | vocab verify)
   train      train the contrastive model on a directory of shards
   evaluate   zero-shot accuracy of a checkpoint on a labelled held-out directory
@@ -45,6 +46,12 @@ def audit_main(argv: list[str]) -> int:
     return 0
 
 
+def hashes_main(argv: list[str]) -> int:
+    from openwit.pipeline.hashes import main
+
+    return main(argv)
+
+
 def demo_main(argv: list[str]) -> int:
     from openwit.pipeline.demo import main
 
@@ -69,7 +76,7 @@ def evaluate_main(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "vocab": vocab_main, "train": train_main,
+COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "hashes": hashes_main, "vocab": vocab_main, "train": train_main,
             "evaluate": evaluate_main}
 
 

@@ -1,10 +1,10 @@
 """Near-duplicate kernel: banded search equals brute force; real resized copies are found."""
-import io
-
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
+from scenes import jpeg, scene
 
+from openwit.pipeline.stages import neardup
 from openwit.pipeline.stages.image import ImageConfig, process_image
 from openwit.pipeline.stages.neardup import (
     DEFAULT_DISTANCE, components, near_duplicate_clusters, near_duplicate_pairs, split_bits,
@@ -41,11 +41,23 @@ def test_banded_search_equals_brute_force_on_20k_hashes(k):
     assert np.array_equal(near_duplicate_pairs(hashes, k), expected)
 
 
-def test_giant_buckets_are_split_not_dropped():
+def test_giant_buckets_are_split_not_dropped(monkeypatch):
     rng = np.random.default_rng(5)
     common_low_bits = np.uint64((1 << 44) - 1)  # 3,000 hashes that share 44 bits: one huge bucket
-    hashes = np.unique((rng.integers(0, 2**20, size=3000, dtype=np.uint64) << np.uint64(44)) | common_low_bits)
+    clustered = (rng.integers(0, 2**20, size=3000, dtype=np.uint64) << np.uint64(44)) | common_low_bits
+    spread = rng.integers(0, 2**64 - 1, size=20_000, dtype=np.uint64, endpoint=True)
+    hashes = np.unique(np.concatenate([clustered, spread]))
+    giants = []
+    original = neardup.bucket_pairs
+
+    def spy(*args):
+        found, big = original(*args)
+        giants.extend(len(index) for index in big)
+        return found, big
+
+    monkeypatch.setattr(neardup, "bucket_pairs", spy)
     pairs = near_duplicate_pairs(hashes, 4, max_bucket=64)
+    assert giants and max(giants) >= 1000  # the common value really made a giant bucket
     assert np.array_equal(pairs, brute_force_pairs(hashes, 4)) and len(pairs) > 0
 
 
@@ -66,21 +78,8 @@ def test_components_and_bit_splits():
     assert [len(g) for g in groups] == [13, 13, 13, 13, 12] and sum(groups, []) == list(range(64))
 
 
-def scene(seed: int) -> Image.Image:
-    """A distinct 'photo': a random low-frequency colour field with a few discs."""
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((400, 300), Image.BICUBIC)
-    draw = ImageDraw.Draw(image)
-    for _ in range(4):
-        x, y, r = rng.integers(0, 400), rng.integers(0, 300), rng.integers(15, 80)
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-    return image
-
-
 def phash_of(image: Image.Image, quality: int) -> int:
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=quality)
-    return int(process_image(out.getvalue(), ImageConfig(min_image_size=0)).phash, 16)
+    return int(process_image(jpeg(image, quality), ImageConfig(min_image_size=0)).phash, 16)
 
 
 def test_resized_and_recompressed_copies_are_found_without_false_merges():
@@ -98,3 +97,18 @@ def test_resized_and_recompressed_copies_are_found_without_false_merges():
         by_image.setdefault(seed, set()).add(int(label))
     assert all(len(found) == 1 for found in by_image.values())  # every copy joins its original
     assert len({next(iter(found)) for found in by_image.values()}) == 220  # no two images merged
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_low_entropy_hashes_with_tiny_buckets_equal_brute_force(seed):
+    """Real pHashes are not uniform: many share long runs of bits. Force the giant-bucket
+    path (max_bucket=32) on hashes that vary in only 24 bits, at several k."""
+    rng = np.random.default_rng(seed)
+    varying = rng.choice(64, size=24, replace=False)
+    base = np.uint64(int(rng.integers(0, 2**63)))
+    mask = np.zeros(4000, dtype=np.uint64)
+    for bit in varying:
+        mask |= rng.integers(0, 2, size=4000, dtype=np.uint64) << np.uint64(bit)
+    hashes = np.unique(base ^ mask)
+    for k in (3, 6, 8):
+        assert np.array_equal(near_duplicate_pairs(hashes, k, max_bucket=32), brute_force_pairs(hashes, k)), k

@@ -146,8 +146,9 @@ class EvalHashes:
     def load(cls, path: str) -> "EvalHashes":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path, columns=["item", "phash"])
-        return cls(table.column("item").to_pylist(), table.column("phash").to_pylist())
+        rows = pq.read_table(path, columns=["item", "phash"]).to_pylist()
+        hashed = [row for row in rows if row["phash"]]  # rows of unreadable eval images have none
+        return cls([row["item"] for row in hashed], [row["phash"] for row in hashed])
 
     def nearest(self, phash: str, k: int) -> Optional[tuple[str, int]]:
         """(eval item, distance) of the closest eval image within k, else None. Linear in

@@ -161,6 +161,19 @@ def perceptual_hash(data: bytes, image_format: Optional[str], decoded: Image.Ima
     return str(imagehash.phash(decoded))
 
 
+def image_phash(data: bytes, max_pixels: int = ImageConfig.max_pixels) -> tuple[str, int, int]:
+    """(pHash, upright width, height) of image bytes, exactly as curation computes them, so
+    an eval set's hashes compare with the pool's. Raises ImageProblem for bad bytes."""
+    opened = open_image(data, max_pixels)
+    width, height = upright_size(opened)
+    # A JPEG is hashed from its own 1/8-scale decode: no full decode needed for it.
+    decoded = None if opened.format in ("JPEG", "MPO") else decode_image(opened)
+    try:
+        return perceptual_hash(data, opened.format, decoded), width, height
+    except Exception as err:  # a JPEG whose small decode fails
+        raise ImageProblem("decode_error", error_detail(err)) from None
+
+
 def check_size(width: int, height: int, cfg: ImageConfig) -> Optional[ImageRejected]:
     if min(width, height) < cfg.min_image_size:
         return ImageRejected("image_too_small", f"{width}x{height}")

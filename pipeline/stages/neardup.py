@@ -45,11 +45,17 @@ def bit_mask(positions: list[int]) -> np.uint64:
 
 
 def pairs_within(hashes: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
-    """All pairs (i, j), i < j, among `index` whose hashes differ in at most k bits."""
+    """All pairs (i, j), i < j, among `index` whose hashes differ in at most k bits; rows
+    are compared in blocks, so memory stays near 4M comparisons whatever len(index) is."""
     values = hashes[index]
-    distance = np.bitwise_count(values[:, None] ^ values[None, :])
-    i, j = np.nonzero(np.triu(distance <= k, 1))
-    return np.stack([index[i], index[j]], axis=1)
+    block = max(1, (1 << 22) // max(1, len(values)))
+    found = [np.zeros((0, 2), dtype=np.int64)]
+    for start in range(0, len(values), block):
+        distance = np.bitwise_count(values[start:start + block, None] ^ values[None, start:])
+        i, j = np.nonzero(distance <= k)
+        keep = j > i  # the block's diagonal and below: each pair once
+        found.append(np.stack([index[start + i[keep]], index[start + j[keep]]], axis=1))
+    return np.concatenate(found)
 
 
 def bucket_pairs(hashes: np.ndarray, keys: np.ndarray, k: int, max_bucket: int):
@@ -77,30 +83,33 @@ def bucket_pairs(hashes: np.ndarray, keys: np.ndarray, k: int, max_bucket: int):
     return found, giants
 
 
-def band_count(n: int, n_bits: int, k: int) -> int:
-    """How many bands m to split `n_bits` into. Pairs within k agree on at least m - k whole
-    bands, so each (m - k)-subset of bands is one bucketing key: more bands mean more keys
-    (C(m, k) sorts of n) but longer keys and so fewer same-bucket pairs (~n^2 / 2^bits).
-    Pick the m with the least estimated work; 12 is the measured sort cost per item in
-    units of one pair comparison."""
+def band_plan(n: int, n_bits: int, k: int) -> tuple[int, float]:
+    """(bands m, estimated work) for n hashes varying in `n_bits` bits. Pairs within k agree
+    on at least m - k whole bands, so each (m - k)-subset of bands is one bucketing key:
+    more bands mean more keys (C(m, k) sorts of n) but longer keys and so fewer
+    same-bucket pairs (~n^2 / 2^bits). Work is counted in pair comparisons; 12 is the
+    measured cost of sorting one item in those units."""
     def work(m: int) -> float:
         key_bits = n_bits * (m - k) / m
         return math.comb(m, k) * (12 * n + n * n / 2 ** (key_bits + 1))
 
-    return min(range(k + 1, min(n_bits, k + 8) + 1), key=work)
+    m = min(range(k + 1, min(n_bits, k + 8) + 1), key=work)
+    return m, work(m)
 
 
 def candidate_pairs(hashes: np.ndarray, positions: list[int], k: int, max_bucket: int):
     """Pairs within distance k, bucketing only on the bits in `positions` (the other bits
     are equal across `hashes`)."""
-    # Bits equal across all of `hashes` separate nothing: bucket on the varying ones. With
-    # hashes unique, k or fewer varying bits means at most 2^k hashes: compare all pairs.
+    # Bits equal across all of `hashes` separate nothing: bucket on the varying ones.
     varying = int(np.bitwise_or.reduce(hashes ^ hashes[0]))
     positions = [bit for bit in positions if varying >> bit & 1]
-    if len(positions) <= k or len(hashes) <= 64:
-        yield pairs_within(hashes, np.arange(len(hashes)), k)
+    n = len(hashes)
+    # With hashes unique, k or fewer varying bits means at most 2^k hashes; and hashes that
+    # vary in few bits are dense (many pairs within k): comparing all pairs is then cheaper.
+    if len(positions) <= k or n <= 64 or n * n / 2 <= band_plan(n, len(positions), k)[1]:
+        yield pairs_within(hashes, np.arange(n), k)
         return
-    bands = split_bits(positions, band_count(len(hashes), len(positions), k))
+    bands = split_bits(positions, band_plan(n, len(positions), k)[0])
     for combo in itertools.combinations(bands, len(bands) - k):
         used = sorted(bit for band in combo for bit in band)
         found, giants = bucket_pairs(hashes, hashes & bit_mask(used), k, max_bucket)

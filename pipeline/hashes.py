@@ -1,0 +1,99 @@
+"""`openwit hashes export`: the perceptual hashes of an evaluation set, for --decontaminate.
+
+Reads image files under directories (recursively), single image files, and WebDataset
+.tar shards (every image member), and writes one Parquet row per image: item, pHash,
+sha256, size. An unreadable image gets a row with its error and no hash, so the export
+says what it could not cover instead of silently skipping it.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import os
+import sys
+import tarfile
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from openwit.pipeline.stages.image import ImageProblem, image_phash
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".jfif"}
+HASHES_SCHEMA = pa.schema([
+    ("item", pa.string()), ("phash", pa.string()), ("sha256", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("error", pa.string()),
+])
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def images_in(path: str) -> Iterator[tuple[str, bytes]]:
+    """(item name, bytes) of every image under `path`, in a stable (sorted) order."""
+    if os.path.isdir(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                if name.endswith(".tar") or is_image_name(name):
+                    yield from images_in(full)
+    elif path.endswith(".tar"):
+        with tarfile.open(path) as tar:
+            for member in sorted(tar.getmembers(), key=lambda m: m.name):
+                if member.isfile() and is_image_name(member.name):
+                    yield f"{path}/{member.name}", tar.extractfile(member).read()
+    else:
+        with open(path, "rb") as f:
+            yield path, f.read()
+
+
+def hash_row(item: str, data: bytes) -> dict:
+    row = {"item": item, "sha256": hashlib.sha256(data).hexdigest(), "phash": None, "width": None, "height": None,
+           "error": None}
+    try:
+        row["phash"], row["width"], row["height"] = image_phash(data)
+    except ImageProblem as problem:
+        row["error"] = f"{problem.reason}: {problem}"
+    return row
+
+
+def expand(paths: list[str]) -> list[str]:
+    found = []
+    for path in paths:
+        matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
+        missing = [m for m in matches if not os.path.exists(m)]
+        if not matches or missing:
+            raise FileNotFoundError(f"no such file or directory: {path}")
+        found += matches
+    return found
+
+
+def export_hashes(paths: list[str], output: str) -> pa.Table:
+    rows = [hash_row(item, data) for path in expand(paths) for item, data in images_in(path)]
+    table = pa.Table.from_pylist(rows, schema=HASHES_SCHEMA)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    pq.write_table(table, output)
+    return table
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="openwit hashes", description="Perceptual hashes of an eval set.")
+    sub = parser.add_subparsers(dest="what", required=True)
+    export = sub.add_parser("export", help="hash images (directories, files, .tar shards) into a Parquet file")
+    export.add_argument("paths", nargs="+", help="image directories, image files or WebDataset .tar shards")
+    export.add_argument("-o", "--output", required=True, help="hashes.parquet to write")
+    args = parser.parse_args(argv)
+    try:
+        table = export_hashes(args.paths, args.output)
+    except FileNotFoundError as err:
+        print(f"openwit hashes: {err}", file=sys.stderr)
+        return 2
+    errors = table.column("error").drop_null()
+    print(f"{table.num_rows - len(errors)} images hashed, {len(errors)} unreadable -> {args.output}")
+    if table.num_rows == 0:
+        print("openwit hashes: no images found", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,149 @@
+"""Dedup, decontamination and the default filters through the real Beam pipeline: photo-
+like images served on 127.0.0.1 with resized/recompressed copies, repeated URLs, an eval set
+planted in the pool (resized), and images the DataComp size rules drop."""
+import json
+import os
+import tarfile
+from urllib.parse import urlsplit
+
+import pyarrow.parquet as pq
+import pytest
+from scenes import jpeg, scene
+
+from openwit.pipeline import hashes as hashes_cli
+from openwit.pipeline.curate import curate
+from openwit.pipeline.demo_web import Response, serve
+from openwit.pipeline.ledger import current_state, read_ledger
+from openwit.pipeline.options import parse_curate_args
+from openwit.pipeline.stages.dedup import normalize_url
+
+COPIES = [((640, 480), 90), ((300, 225), 50)]  # (size, JPEG quality) of each copy of an original
+DUPLICATED = range(0, 12)  # originals that also have copies on other URLs
+EVAL = range(12, 16)  # eval images: a resized PNG goes to the eval set, the JPEG to the pool
+PLAIN = range(16, 22)
+
+
+def image_route(data):
+    return Response(200, "image/jpeg", data)
+
+
+def build(root):
+    routes, rows = {}, []
+
+    def add(path, data, caption, url=None):
+        routes[path] = image_route(data)
+        rows.append({"url": url or "{base}" + path, "caption": caption, "page_url": "{base}/page" + path})
+
+    for seed in [*DUPLICATED, *EVAL, *PLAIN]:
+        add(f"/img/{seed}.jpg", jpeg(scene(seed), 95), f"a photo of place number {seed}")
+    for seed in DUPLICATED:
+        for n, (size, quality) in enumerate(COPIES):
+            add(f"/copy/{seed}-{n}.jpg", jpeg(scene(seed, size), quality), f"another photo of place {seed}")
+    # The same image URL seen on other pages, written differently: one download.
+    rows.append({"url": "{base}/img/./0.jpg#gallery", "caption": "the first photo again", "page_url": "{base}/other"})
+    rows.append({"url": "{base}/img/%30.jpg", "caption": "the first photo once more", "page_url": "{base}/third"})
+    add("/small.jpg", jpeg(scene(90, (160, 120))), "a photo that is too small")
+    add("/wide.jpg", jpeg(scene(91, (700, 220))), "a photo that is too wide")
+    rows.append({"url": "{base}/img/16.jpg", "caption": "une photo d'un endroit en France", "page_url": None})
+    eval_dir = root / "eval"
+    eval_dir.mkdir()
+    for seed in EVAL:
+        scene(seed, (256, 192)).save(eval_dir / f"eval-{seed}.png")
+    return routes, rows, str(eval_dir)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dedup")
+    routes, rows, eval_dir = build(root)
+    assert hashes_cli.main(["export", eval_dir, "-o", str(root / "hashes.parquet")]) == 0
+    (root / "vocab.txt").write_text("photo\n")
+    with serve(routes) as base:
+        with open(root / "in.jsonl", "w") as f:
+            for row in rows:
+                row = {k: (v.replace("{base}", base) if isinstance(v, str) else v) for k, v in row.items()}
+                f.write(json.dumps(row) + "\n")
+        argv = ["--input", str(root / "in.jsonl"), "--vocab", str(root / "vocab.txt"), "--output", str(root / "out"),
+                "--allow-loopback", "--threshold", "100000", "--image-size", "64", "--timeout", "5",
+                "--decontaminate", str(root / "hashes.parquet")]  # every filter default as shipped
+        cfg, beam_args = parse_curate_args(argv)
+        manifest = curate(cfg, beam_args, argv)
+    state = current_state(read_ledger(str(root / "out"))).to_pylist()
+    return {"state": state, "by_url": {r["url"].split("127.0.0.1:", 1)[-1].split("/", 1)[-1]: r for r in state},
+            "manifest": manifest, "root": root}
+
+
+def same_url(run, path):
+    """The rows whose URL normalises to the image at `path`, written in several ways."""
+    return [r for r in run["state"] if urlsplit(normalize_url(r["url"])).path == "/" + path]
+
+
+def downloaded(run, path):
+    """The one row of those that was downloaded (the others are duplicate_url)."""
+    [row] = [r for r in same_url(run, path) if r["reason"] != "duplicate_url"]
+    return row
+
+
+def test_every_copy_joins_its_largest_version(run):
+    by_url, by_uid = run["by_url"], {r["uid"]: r for r in run["state"]}
+    for seed in DUPLICATED:
+        survivor = by_url[f"copy/{seed}-0.jpg"]  # 640x480: the largest resolution survives
+        assert survivor["status"] == "kept", survivor
+        for loser in (downloaded(run, f"img/{seed}.jpg"), by_url[f"copy/{seed}-1.jpg"]):
+            assert (loser["reason"], loser["duplicate_of"]) == ("near_duplicate", survivor["uid"]), loser
+            assert by_uid[loser["duplicate_of"]]["phash"]
+
+
+def test_distinct_images_are_not_merged(run):
+    for seed in PLAIN:
+        assert run["by_url"][f"img/{seed}.jpg"]["status"] == "kept"
+    kept = [r for r in run["state"] if r["status"] == "kept"]
+    assert len(kept) == len(DUPLICATED) + len(PLAIN)
+
+
+def test_planted_eval_images_are_all_dropped(run):
+    for seed in EVAL:
+        row = run["by_url"][f"img/{seed}.jpg"]
+        assert row["reason"] == "eval_contamination" and f"eval-{seed}.png" in row["detail"], row
+
+
+def test_one_download_per_normalised_url(run):
+    rows = same_url(run, "img/0.jpg")
+    first = downloaded(run, "img/0.jpg")
+    repeats = [r for r in run["state"] if r["reason"] == "duplicate_url"]
+    assert len(rows) == 3 and len(repeats) == 2 and {r["duplicate_of"] for r in repeats} == {first["uid"]}
+    assert first["uid"] == min(r["uid"] for r in rows)
+    pages = {(r["page_url"] or "").rsplit("/", 1)[-1] for r in rows}
+    assert pages == {"0.jpg", "other", "third"}  # every page the image was seen on stays on record
+
+
+def test_default_filters_drop_small_wide_and_foreign(run):
+    reasons = {r["reason"] for r in run["state"]}
+    assert run["by_url"]["small.jpg"]["reason"] == "image_too_small"
+    assert run["by_url"]["wide.jpg"]["reason"] == "aspect_ratio"
+    assert "language_not_allowed" in reasons
+    for row in run["state"]:
+        if row["reason"] not in ("duplicate_url",) and row["stage"] != "read":
+            assert row["language"] and 0 < row["language_score"] <= 1  # recorded for every candidate
+
+
+def test_hashes_export_reads_dirs_shards_and_reports_bad_files(tmp_path):
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    scene(1, (200, 150)).save(images / "a.png")
+    (images / "sub" / "b.jpg").write_bytes(jpeg(scene(2)))
+    (images / "broken.jpg").write_bytes(b"not an image")
+    (images / "notes.txt").write_text("ignored: not an image name")
+    with tarfile.open(tmp_path / "shard-000000.tar", "w") as tar:
+        tar.add(images / "sub" / "b.jpg", arcname="000001.jpg")
+        tar.add(images / "a.png", arcname="000002.png")
+    out = tmp_path / "hashes.parquet"
+    assert hashes_cli.main(["export", str(images), str(tmp_path / "shard-*.tar"), "-o", str(out)]) == 0
+    rows = {os.path.relpath(r["item"], tmp_path): r for r in pq.read_table(out).to_pylist()}
+    assert set(rows) == {"images/a.png", "images/broken.jpg", "images/sub/b.jpg",
+                         "shard-000000.tar/000001.jpg", "shard-000000.tar/000002.png"}
+    assert rows["images/broken.jpg"]["phash"] is None and rows["images/broken.jpg"]["error"].startswith("not_image")
+    assert rows["images/a.png"]["phash"] == rows["shard-000000.tar/000002.png"]["phash"]
+    assert rows["images/sub/b.jpg"]["phash"] == rows["shard-000000.tar/000001.jpg"]["phash"]
+    assert (rows["images/a.png"]["width"], rows["images/a.png"]["height"]) == (200, 150)
+    assert hashes_cli.main(["export", str(tmp_path / "missing"), "-o", str(out)]) == 2
