@@ -28,6 +28,23 @@ def load_once(tag: str, loader):
     return _SHARED.acquire(lambda: _Handle(loader()), tag=tag).value
 
 
+def count(name: str, n: int = 1) -> None:
+    Metrics.counter(NAMESPACE, name).inc(n)
+
+
+def beam_counters(result) -> dict:
+    """openwit's Beam counters of a finished run, by name (committed values where the
+    runner has them: those count each element once even when bundles were retried)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    totals = {}
+    for counter in counters:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+    return dict(sorted(totals.items()))
+
+
 def route(record: Record):
     if record.status == DROPPED:
         Metrics.counter(NAMESPACE, f"dropped.{record.stage}.{record.reason}").inc()

@@ -16,6 +16,7 @@ import shutil
 import sys
 
 from openwit.pipeline import __version__, ledger
+from openwit.pipeline.beam_stage import beam_counters
 from openwit.pipeline.options import CurateConfig
 from openwit.pipeline.run import output_paths, run_pipeline
 from openwit.pipeline.stages import match, read
@@ -93,7 +94,7 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
     inputs = describe_inputs(cfg)
     vocab_sha = match.vocab_sha256(cfg.vocab)
     action = prepare_output(cfg.output, fingerprint(cfg, inputs, vocab_sha), cfg.overwrite)
-    run_pipeline(cfg, beam_args)
+    counters = beam_counters(run_pipeline(cfg, beam_args))
     state = ledger.current_state(ledger.read_ledger(cfg.output, columns=["uid", "revision", "status", "stage", "reason"]))
     manifest = {
         "openwit_version": __version__,
@@ -105,6 +106,8 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
         "vocab": {"path": cfg.vocab, "sha256": vocab_sha, "entries": len(match.read_vocab(cfg.vocab))},
         "inputs": inputs,
         "funnel": dict(ledger.funnel(state)),
+        "funnel_from_metrics": dict(funnel_from_counters(counters)),
+        "beam_counters": counters,
         "drop_reasons": [{"stage": s, "reason": r, "count": n} for s, r, n in ledger.drop_reasons(state)],
         "balancing": _read_json(os.path.join(cfg.output, "stats", "balance.json")),
         "shards": _read_json(os.path.join(output_paths(cfg.output)["shards"], "sizes.json")),
@@ -115,6 +118,17 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
     with open(os.path.join(cfg.output, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     return manifest
+
+
+def funnel_from_counters(counters: dict) -> list[tuple[str, int]]:
+    """The funnel from this run's Beam counters (`dropped.STAGE.REASON`, `candidates`,
+    `kept`): on a healthy run it equals the ledger's funnel, which the audit checks."""
+    dropped = {}
+    for name, value in counters.items():
+        if name.startswith("dropped."):
+            stage = name.split(".")[1]
+            dropped[stage] = dropped.get(stage, 0) + value
+    return ledger.funnel_from_drops(counters.get("candidates", 0), dropped, counters.get("kept", 0))
 
 
 def _read_json(path: str) -> dict:

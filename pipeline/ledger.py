@@ -63,13 +63,15 @@ def current_state(table: pa.Table) -> pa.Table:
 
 def funnel(state: pa.Table) -> list[tuple[str, int]]:
     """(step, candidates still in) after each stage, in pipeline order, from the ledger."""
-    total = state.num_rows
-    dropped = Counter(state.column("stage").to_pylist())
+    kept = pc.sum(pc.equal(state.column("status"), "kept")).as_py() or 0
+    return funnel_from_drops(state.num_rows, Counter(state.column("stage").to_pylist()), kept)
+
+
+def funnel_from_drops(total: int, dropped_per_stage: dict, kept: int) -> list[tuple[str, int]]:
     steps, remaining = [("candidates", total)], total
     for stage in STAGES:
-        remaining -= dropped.get(stage, 0)
+        remaining -= dropped_per_stage.get(stage, 0)
         steps.append((stage, remaining))
-    kept = pc.sum(pc.equal(state.column("status"), "kept")).as_py() or 0
     steps.append(("kept", kept))
     return steps
 

@@ -21,7 +21,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from openwit.pipeline import balancing, ledger
-from openwit.pipeline.beam_stage import apply_stage, guarded, load_once, route
+from openwit.pipeline.beam_stage import apply_stage, count, guarded, load_once, route
 from openwit.pipeline.options import CurateConfig
 from openwit.pipeline.stages import dedup, fetch, match, read, text, write
 from openwit.pipeline.stages.download import Downloader
@@ -31,6 +31,14 @@ from openwit.schemas.record import DROPPED, drop_internal_error
 def build_text(cfg: text.TextConfig):
     model = load_once("lid.176", text.load_lid_model)
     return lambda r: text.apply_text_rules(r, cfg, text.detect_language(model, r.caption))
+
+
+def build_read():
+    def counted(record):
+        count("candidates")  # the funnel's first step, from Beam metrics
+        return record
+
+    return counted
 
 
 def build_match(vocab_path: str):
@@ -127,6 +135,7 @@ class WriteShardFn(beam.DoFn):
     def process(self, shard_and_records):
         shard, records = shard_and_records
         kept = write.write_shard(shard, [r for r in records if r is not None], self.shards_dir)
+        count("kept", len(kept))
         yield pvalue.TaggedOutput("sizes", (write.shard_name(shard), len(kept)))
         yield from kept
 
@@ -143,7 +152,7 @@ def read_stage(p: beam.Pipeline, cfg: CurateConfig):
         | "InputFiles" >> beam.Create(files)
         | "ReadFiles" >> beam.FlatMap(lambda f: read.read_candidates(f[0], f[1], cfg.read))
     )
-    return apply_stage(rows, "read", lambda: lambda r: r)
+    return apply_stage(rows, "read", build_read)
 
 
 def sample_pool(candidates, cfg: CurateConfig, vocab_size: int, with_text: bool = True) -> dict:

@@ -117,6 +117,9 @@ def test_reruns_are_byte_identical(web_run):
 def test_manifest_records_the_run(web_run):
     manifest = json.load(open(os.path.join(web_run["out"], "manifest.json")))
     assert manifest["output_action"] == "restart"
+    # Beam's counters, gathered while the run went, tell the same funnel as the ledger
+    assert manifest["funnel_from_metrics"] == manifest["funnel"]
+    assert manifest["beam_counters"]["candidates"] == manifest["funnel"]["candidates"] == len(web_run["web"].rows)
     assert len(manifest["vocab"]["sha256"]) == 64 and manifest["inputs"][0]["sha256"]
     assert manifest["funnel"]["candidates"] == len(web_run["web"].rows)
     assert manifest["funnel"]["kept"] == sum(manifest["shards"].values())

@@ -117,6 +117,12 @@ def test_one_download_per_normalised_url(run):
     assert pages == {"0.jpg", "other", "third"}  # every page the image was seen on stays on record
 
 
+def test_the_funnel_from_beam_metrics_equals_the_ledgers(run):
+    manifest = run["manifest"]
+    assert manifest["funnel_from_metrics"] == manifest["funnel"]
+    assert manifest["beam_counters"]["dropped.dedup.near_duplicate"] == 2 * len(DUPLICATED)
+
+
 def test_default_filters_drop_small_wide_and_foreign(run):
     reasons = {r["reason"] for r in run["state"]}
     assert run["by_url"]["small.jpg"]["reason"] == "image_too_small"

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from openwit.pipeline.stages.text import (
@@ -91,3 +93,16 @@ def test_blocklist_matches_whole_words_only():
     assert apply_text_rules(record("Royalty-free STOCK photo of a dog"), cfg).detail == "stock photo"
     assert apply_text_rules(record("a class of students"), cfg).status == "active"
     assert apply_text_rules(record("IMG_1234.jpg"), TextConfig(junk_rules=False, min_caption_words=1, languages=())).status == "active"
+
+
+def test_language_id_on_real_sentences_in_many_languages(model):
+    """UDHR articles 1 and 3 in 17 languages (tests/fixtures/lid_sentences.tsv)."""
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "lid_sentences.tsv")
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip() and not line.startswith("#")]
+    languages = {language for language, _ in rows}
+    assert len(languages) >= 10
+    wrong = [(language, detect_language(model, text)[0]) for language, text in rows
+             if detect_language(model, text)[0] != language]
+    accuracy = 1 - len(wrong) / len(rows)
+    assert accuracy >= 0.9, wrong

@@ -43,7 +43,8 @@ def load_lid_model():
 def detect_language(model, caption: str) -> tuple[str, float]:
     # fastText predicts on one line; newlines would make it raise.
     labels, scores = model.predict(" ".join(caption.split()), k=1)
-    return labels[0].replace("__label__", ""), float(scores[0])
+    # fastText's softmax can come out a hair above 1 (1.00007): a probability is at most 1.
+    return labels[0].replace("__label__", ""), min(1.0, float(scores[0]))
 
 
 # Scripts written without spaces between words (CJK, kana, Thai, Lao, Khmer, Myanmar,
