@@ -19,7 +19,7 @@ from openwit.pipeline import __version__, ledger
 from openwit.pipeline.beam_stage import beam_counters
 from openwit.pipeline.options import CurateConfig
 from openwit.pipeline.run import output_paths, run_pipeline
-from openwit.pipeline.stages import match, read
+from openwit.pipeline.stages import dedup, match, read
 from openwit.query_lists.build import sha256_file
 
 RUN_FILE = os.path.join(".openwit", "run.json")
@@ -38,11 +38,20 @@ def describe_inputs(cfg: CurateConfig) -> list[dict]:
     return described
 
 
+def describe_eval_hashes(cfg: CurateConfig):
+    """The --decontaminate file: its content decides drops, so it is hashed like an input."""
+    if not cfg.decontaminate:
+        return None
+    return {"path": cfg.decontaminate, "sha256": sha256_file(cfg.decontaminate),
+            "images": len(dedup.EvalHashes.load(cfg.decontaminate).items)}
+
+
 def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str) -> str:
     config = cfg.to_dict()
     config.pop("overwrite")
     config.pop("output")
-    blob = json.dumps({"config": config, "inputs": inputs, "vocab": vocab_sha}, sort_keys=True)
+    blob = json.dumps({"config": config, "inputs": inputs, "vocab": vocab_sha,
+                       "eval_hashes": describe_eval_hashes(cfg)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -105,6 +114,7 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
         "output_action": action,
         "vocab": {"path": cfg.vocab, "sha256": vocab_sha, "entries": len(match.read_vocab(cfg.vocab))},
         "inputs": inputs,
+        "decontaminate": describe_eval_hashes(cfg),
         "funnel": dict(ledger.funnel(state)),
         "funnel_from_metrics": dict(funnel_from_counters(counters)),
         "beam_counters": counters,

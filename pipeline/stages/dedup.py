@@ -7,9 +7,10 @@ the survivor, so the ledger says where each loser's image went.
 """
 from __future__ import annotations
 
-import posixpath
+import re
+import string
 from typing import Iterable, Iterator, Optional
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -18,9 +19,20 @@ from openwit.schemas.record import Record, drop
 
 DEDUP_KEYS = ("image", "image+caption")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# Characters that need no percent-encoding in a path or query: %41 and A are one URL.
-_SAFE_PATH = "/:@!$&'()*+,;=-._~"
+# RFC 3986: a percent-escape of an unreserved character means the character itself (%41 is
+# A); other escapes are meaningful (%2F is not /) and only their hex case is normalised.
+_UNRESERVED = set(string.ascii_letters + string.digits + "-._~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_SAFE_PATH = "/:@!$&'()*+,;=-._~%"
 _SAFE_QUERY = _SAFE_PATH + "?"
+
+
+def _canonical_escapes(text: str, safe: str) -> str:
+    def one(match):
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+    return quote(_ESCAPE.sub(one, text), safe=safe)  # raw non-ASCII -> UTF-8 escapes
 
 
 def normalize_url(url: str) -> str:
@@ -42,12 +54,25 @@ def _normalize(url: str) -> str:
     netloc = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
     if parts.username or parts.password:
         netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
-    path = posixpath.normpath(parts.path) if parts.path not in ("", "/") else "/"
-    if parts.path.endswith("/") and path != "/":
-        path += "/"
-    path = quote(unquote(path), safe=_SAFE_PATH)
-    query = quote(unquote(parts.query), safe=_SAFE_QUERY + "%") if parts.query else ""
-    return urlunsplit((scheme, netloc, path.replace("//", "/"), query, ""))
+    path = remove_dot_segments(parts.path or "/")
+    path = _canonical_escapes(path, _SAFE_PATH)
+    query = _canonical_escapes(parts.query, _SAFE_QUERY) if parts.query else ""
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def remove_dot_segments(path: str) -> str:
+    """Resolve "." and ".." path segments (RFC 3986 5.2.4); empty segments ("a//b") stay:
+    servers may treat them differently."""
+    segments, out = path.split("/"), []
+    for i, segment in enumerate(segments):
+        if segment in (".", ".."):
+            if segment == ".." and len(out) > 1:
+                out.pop()
+            if i == len(segments) - 1:
+                out.append("")  # "/a/." names the directory: keep its trailing slash
+            continue
+        out.append(segment)
+    return "/".join(out) or "/"
 
 
 def url_dedup_group(records: Iterable[Record]) -> Iterator[Record]:

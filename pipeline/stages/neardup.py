@@ -58,7 +58,7 @@ def pairs_within(hashes: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate(found)
 
 
-def bucket_pairs(hashes: np.ndarray, keys: np.ndarray, k: int, max_bucket: int):
+def bucket_pairs(hashes: np.ndarray, keys: np.ndarray, k: int, max_bucket: int, stats: dict):
     """Pairs within distance k among hashes with equal keys, -> (pairs, giant buckets).
 
     Sorted by key, members of a bucket are contiguous: compare each item with the one d
@@ -75,6 +75,7 @@ def bucket_pairs(hashes: np.ndarray, keys: np.ndarray, k: int, max_bucket: int):
     active = np.flatnonzero(small[:-1] & (sorted_keys[:-1] == sorted_keys[1:]))
     found, step = [], 1
     while len(active):
+        stats["compared"] = stats.get("compared", 0) + len(active)
         close = active[np.bitwise_count(sorted_hashes[active] ^ sorted_hashes[active + step]) <= k]
         found.append(np.stack([order[close], order[close + step]], axis=1))
         step += 1
@@ -97,7 +98,7 @@ def band_plan(n: int, n_bits: int, k: int) -> tuple[int, float]:
     return m, work(m)
 
 
-def candidate_pairs(hashes: np.ndarray, positions: list[int], k: int, max_bucket: int):
+def candidate_pairs(hashes: np.ndarray, positions: list[int], k: int, max_bucket: int, stats: dict):
     """Pairs within distance k, bucketing only on the bits in `positions` (the other bits
     are equal across `hashes`)."""
     # Bits equal across all of `hashes` separate nothing: bucket on the varying ones.
@@ -107,28 +108,32 @@ def candidate_pairs(hashes: np.ndarray, positions: list[int], k: int, max_bucket
     # With hashes unique, k or fewer varying bits means at most 2^k hashes; and hashes that
     # vary in few bits are dense (many pairs within k): comparing all pairs is then cheaper.
     if len(positions) <= k or n <= 64 or n * n / 2 <= band_plan(n, len(positions), k)[1]:
+        stats["compared"] = stats.get("compared", 0) + n * (n - 1) // 2
         yield pairs_within(hashes, np.arange(n), k)
         return
     bands = split_bits(positions, band_plan(n, len(positions), k)[0])
     for combo in itertools.combinations(bands, len(bands) - k):
         used = sorted(bit for band in combo for bit in band)
-        found, giants = bucket_pairs(hashes, hashes & bit_mask(used), k, max_bucket)
+        found, giants = bucket_pairs(hashes, hashes & bit_mask(used), k, max_bucket, stats)
         yield from found
         rest = [bit for bit in positions if bit not in used]
         for index in giants:  # a common key: split it again on the bits it does not fix
-            for pairs in candidate_pairs(hashes[index], rest, k, max_bucket):
+            for pairs in candidate_pairs(hashes[index], rest, k, max_bucket, stats):
                 yield index[pairs]
 
 
-def near_duplicate_pairs(hashes: np.ndarray, k: int, max_bucket: int = 4096, positions=None) -> np.ndarray:
+def near_duplicate_pairs(hashes: np.ndarray, k: int, max_bucket: int = 4096, positions=None,
+                         stats=None) -> np.ndarray:
     """Every pair (i, j), i < j, of *distinct* hash values within Hamming distance k.
     `hashes` must be unique (use np.unique first); the result is sorted. `positions`: the
-    bits that may differ (default all 64; a Beam group already agrees on one band)."""
+    bits that may differ (default all 64; a Beam group already agrees on one band).
+    `stats`, if given, gets "compared": the number of exact distance checks made."""
+    stats = {} if stats is None else stats
     hashes = np.asarray(hashes, dtype=np.uint64)
     if len(hashes) < 2:
         return np.zeros((0, 2), dtype=np.int64)
     positions = list(range(HASH_BITS)) if positions is None else list(positions)
-    found = list(candidate_pairs(hashes, positions, k, max_bucket))
+    found = list(candidate_pairs(hashes, positions, k, max_bucket, stats))
     pairs = np.sort(np.concatenate(found).astype(np.int64), axis=1) if found else np.zeros((0, 2), np.int64)
     return np.unique(pairs, axis=0)  # a pair can share several keys
 

@@ -1,0 +1,177 @@
+"""Near-duplicate search on synthetic 64-bit hashes with planted clusters (issue 6).
+
+The kernel (neardup.near_duplicate_pairs, the pure function the Beam stage distributes) is
+timed at 100K, 300K and 1M hashes against the anchor: an all-pairs search, timed on a
+20K sample in the same run and extrapolated by n^2. Each size runs in a fresh process so
+its peak memory is its own. Recall is checked against the planted truth (every planted
+copy within k must be found). Also: the Beam form on 100K hashes (FnApiRunner), and
+fastText language ID throughput.
+
+    python bench/bench_dedup.py [--sizes 100000,300000,1000000] [--k 4] [--also-k 8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from openwit.pipeline.stages.neardup import near_duplicate_pairs, pairs_within
+
+GOAL_SECONDS = 60.0  # 1M hashes at k = 4 on 2 cores
+
+
+def planted(n: int, k: int, seed: int = 0):
+    """(unique hashes, planted (base, copy) value pairs within k). 80% of n are random
+    bases; each of the other 20% is a copy of a base with 1..k bits flipped, some bases
+    getting several copies (a cluster)."""
+    rng = np.random.default_rng(seed)
+    bases = rng.integers(0, 2**64 - 1, size=int(n * 0.8), dtype=np.uint64, endpoint=True)
+    parents = bases[rng.integers(0, len(bases) // 4, size=n - len(bases))]
+    flips = np.zeros(len(parents), dtype=np.uint64)
+    counts = rng.integers(1, k + 1, size=len(parents))
+    for step in range(k):
+        bits = rng.integers(0, 64, size=len(parents)).astype(np.uint64)
+        flips ^= np.where(counts > step, np.uint64(1) << bits, np.uint64(0))  # a repeated bit cancels: fewer flips
+    copies = parents ^ flips
+    return np.unique(np.concatenate([bases, copies])), np.stack([parents, copies], axis=1)
+
+
+def recall(hashes: np.ndarray, pairs: np.ndarray, truth: np.ndarray) -> float:
+    found = {(int(a), int(b)) for a, b in np.sort(hashes[pairs], axis=1)} if len(pairs) else set()
+    wanted = {tuple(sorted((int(a), int(b)))) for a, b in truth if a != b}
+    return len(wanted & found) / max(1, len(wanted))
+
+
+def one_size(n: int, k: int) -> dict:
+    """Run in a child process: time the kernel on n planted hashes."""
+    hashes, truth = planted(n, k)
+    stats = {}
+    start = time.perf_counter()
+    pairs = near_duplicate_pairs(hashes, k, stats=stats)
+    seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"n": len(hashes), "k": k, "seconds": seconds, "pairs": len(pairs), "compared": stats["compared"],
+            "recall": recall(hashes, pairs, truth), "peak_mib": peak_mib}
+
+
+def in_child(n: int, k: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", f"{n},{k}"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def all_pairs_rate(k: int, sample: int = 20_000) -> float:
+    """Pair comparisons per second of the all-pairs baseline, measured on a sample."""
+    hashes, _ = planted(sample, k, seed=1)
+    start = time.perf_counter()
+    pairs_within(hashes, np.arange(len(hashes)), k)
+    return len(hashes) * (len(hashes) - 1) / 2 / (time.perf_counter() - start)
+
+
+def growth_exponent(rows: list[dict]) -> float:
+    x = np.log([r["n"] for r in rows])
+    y = np.log([r["seconds"] for r in rows])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def beam_form(n: int, k: int) -> tuple[float, int, int]:
+    """(seconds, records kept, clusters by the kernel) for near_dedup on FnApiRunner."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from openwit.pipeline.run import near_dedup
+    from openwit.pipeline.stages.neardup import near_duplicate_clusters
+    from openwit.schemas.record import Record
+
+    hashes, _ = planted(n, k)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "hashes.txt")
+        with open(path, "w") as f:
+            f.writelines(f"{int(h):016x}\n" for h in hashes)
+        p = beam.Pipeline(options=PipelineOptions(["--runner", "FnApiRunner", "--direct_running_mode", "in_memory"]))
+        records = (
+            p
+            | beam.io.ReadFromText(path)
+            | beam.Map(lambda h: Record(uid=h, url=f"http://127.0.0.1/{h}", caption="x", source="bench",
+                                        phash=h, original_width=256, original_height=256))
+        )
+        kept, _ = near_dedup(records, k)
+        _ = kept | beam.combiners.Count.Globally() | beam.io.WriteToText(os.path.join(tmp, "kept"))
+        start = time.perf_counter()
+        p.run().wait_until_finish()
+        seconds = time.perf_counter() - start
+        with open(os.path.join(tmp, "kept-00000-of-00001")) as f:
+            kept_count = int(f.read())
+    return seconds, kept_count, len(set(near_duplicate_clusters(hashes, k).tolist()))
+
+
+def lid_rate(n: int = 20_000) -> float:
+    from openwit.pipeline.stages.text import detect_language, load_lid_model
+
+    fixture = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "lid_sentences.tsv")
+    with open(fixture, encoding="utf-8") as f:
+        sentences = [line.split("\t")[1].strip() for line in f if "\t" in line and not line.startswith("#")]
+    # alt-text-sized pieces: 3 to 12 words of the fixture sentences
+    rng = np.random.default_rng(0)
+    captions = []
+    for _ in range(n):
+        words = sentences[rng.integers(len(sentences))].split()
+        start = int(rng.integers(0, max(1, len(words) - 3)))
+        captions.append(" ".join(words[start:start + int(rng.integers(3, 13))]))
+    model = load_lid_model()
+    start = time.perf_counter()
+    for caption in captions:
+        detect_language(model, caption)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,300000,1000000")
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--also-k", type=int, default=8, help="a second k to report (openwit's default); -1: none")
+    parser.add_argument("--beam-size", type=int, default=100_000)
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        n, k = (int(v) for v in args.one.split(","))
+        print(json.dumps(one_size(n, k)))
+        return
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"near-duplicate kernel vs all-pairs anchor (k = {args.k}; anchor timed on 20K and scaled by n^2)")
+    print(f"{'k':>3} {'hashes':>9} {'seconds':>8} {'all-pairs s':>12} {'speed-up':>9} {'pairs verified':>15} "
+          f"{'all pairs':>10} {'pairs found':>12} {'recall':>7} {'peak MiB':>9}")
+    results = {}
+    for k in [args.k] + ([args.also_k] if args.also_k >= 0 else []):
+        rate = all_pairs_rate(k)
+        rows = [in_child(n, k) for n in sizes]
+        results[k] = rows
+        for r in rows:
+            brute = r["n"] * (r["n"] - 1) / 2 / rate
+            all_pairs = r["n"] * (r["n"] - 1) / 2
+            print(f"{k:>3} {r['n']:>9,} {r['seconds']:>8.2f} {brute:>12,.0f} {brute / r['seconds']:>8,.0f}x "
+                  f"{r['compared']:>15,} {all_pairs:>10.1e} {r['pairs']:>12,} {r['recall']:>7.1%} {r['peak_mib']:>9,.0f}")
+        if len(rows) > 1:
+            print(f"    k = {k}: fitted growth exponent {growth_exponent(rows):.2f} (time ~ n^x; all-pairs is 2)")
+    largest = results[args.k][-1]
+    ok = largest["seconds"] < GOAL_SECONDS and all(r["recall"] == 1.0 for rows in results.values() for r in rows)
+    print(f"goal: {largest['n']:,} hashes at k = {args.k} in < {GOAL_SECONDS:.0f} s with 100% recall: "
+          f"{'PASS' if ok else 'FAIL'} ({largest['seconds']:.1f} s)")
+    seconds, kept, clusters = beam_form(args.beam_size, args.k)
+    kernel = next((r["seconds"] for r in results[args.k] if abs(r["n"] - args.beam_size) < args.beam_size * 0.1),
+                  math.nan)
+    print(f"Beam form (FnApiRunner in_memory, {args.beam_size:,} hashes, k = {args.k}): {seconds:.1f} s, "
+          f"kept {kept:,} = kernel clusters {clusters:,}: {'PASS' if kept == clusters else 'FAIL'}; "
+          f"kernel alone {kernel:.2f} s")
+    print(f"language ID (fastText lid.176, alt-text-sized captions): {lid_rate():,.0f} captions/s on one core")
+
+
+if __name__ == "__main__":
+    main()
