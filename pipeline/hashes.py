@@ -18,13 +18,24 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from openwit.pipeline.stages.image import ImageProblem, image_phash
+from openwit.pipeline.stages.image import HASH_METHODS, ImageProblem, image_phash
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".jfif"}
 HASHES_SCHEMA = pa.schema([
     ("item", pa.string()), ("phash", pa.string()), ("sha256", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("error", pa.string()),
 ])
+
+
+HASH_METHOD_KEY = b"openwit.hash_method"
+
+
+def hash_method_of(path: str) -> str:
+    """The perceptual hash method a hashes.parquet was written with."""
+    metadata = pq.read_schema(path).metadata or {}
+    if HASH_METHOD_KEY not in metadata:
+        raise ValueError(f"{path} was not written by `openwit hashes export` (no hash method recorded)")
+    return metadata[HASH_METHOD_KEY].decode()
 
 
 def is_image_name(name: str) -> bool:
@@ -50,11 +61,11 @@ def images_in(path: str) -> Iterator[tuple[str, bytes]]:
             yield path, f.read()
 
 
-def hash_row(item: str, data: bytes) -> dict:
+def hash_row(item: str, data: bytes, method: str = "phash") -> dict:
     row = {"item": item, "sha256": hashlib.sha256(data).hexdigest(), "phash": None, "width": None, "height": None,
            "error": None}
     try:
-        row["phash"], row["width"], row["height"] = image_phash(data)
+        row["phash"], row["width"], row["height"] = image_phash(data, method=method)
     except ImageProblem as problem:
         row["error"] = f"{problem.reason}: {problem}"
     return row
@@ -71,9 +82,10 @@ def expand(paths: list[str]) -> list[str]:
     return found
 
 
-def export_hashes(paths: list[str], output: str) -> pa.Table:
-    rows = [hash_row(item, data) for path in expand(paths) for item, data in images_in(path)]
-    table = pa.Table.from_pylist(rows, schema=HASHES_SCHEMA)
+def export_hashes(paths: list[str], output: str, method: str = "phash") -> pa.Table:
+    rows = [hash_row(item, data, method) for path in expand(paths) for item, data in images_in(path)]
+    # The method travels with the file: hashes of two methods must never be compared.
+    table = pa.Table.from_pylist(rows, schema=HASHES_SCHEMA.with_metadata({HASH_METHOD_KEY: method}))
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     pq.write_table(table, output)
     return table
@@ -85,9 +97,11 @@ def main(argv=None) -> int:
     export = sub.add_parser("export", help="hash images (directories, files, .tar shards) into a Parquet file")
     export.add_argument("paths", nargs="+", help="image directories, image files or WebDataset .tar shards")
     export.add_argument("-o", "--output", required=True, help="hashes.parquet to write")
+    export.add_argument("--hash-method", choices=tuple(HASH_METHODS), default="phash",
+                        help="must match curate's --hash-method")
     args = parser.parse_args(argv)
     try:
-        table = export_hashes(args.paths, args.output)
+        table = export_hashes(args.paths, args.output, args.hash_method)
     except FileNotFoundError as err:
         print(f"openwit hashes: {err}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from typing import Optional
 from openwit.pipeline.stages.dedup import DEDUP_KEYS
 from openwit.pipeline.stages.download import DownloadConfig
 from openwit.pipeline.stages.neardup import DEFAULT_DISTANCE
-from openwit.pipeline.stages.image import RESIZE_MODES, ImageConfig
+from openwit.pipeline.stages.image import HASH_METHODS, RESIZE_MODES, ImageConfig
 from openwit.pipeline.stages.read import FORMATS, ReadConfig
 from openwit.pipeline.stages.text import TextConfig
 from openwit.query_lists.build import shipped_list_path
@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="minimum shorter side of the original image (DataComp basic: 200)")
     g.add_argument("--max-aspect-ratio", type=float, default=ImageConfig.max_aspect_ratio,
                    help="longer side / shorter side of the original (DataComp basic: 3); 0: no limit")
+    g.add_argument("--hash-method", choices=tuple(HASH_METHODS), default=ImageConfig.hash_method,
+                   help="64-bit perceptual hash for near-duplicates and decontamination (imagehash)")
     g = p.add_argument_group("dedup")
     g.add_argument("--exact-dedup", choices=DEDUP_KEYS, default="image",
                    help="image: one sample per image sha256; image+caption: only identical image and caption")
@@ -163,12 +165,13 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
             resize_only_if_bigger=args.resize_only_if_bigger, output_format=args.output_format,
             quality=args.encode_quality,
             min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio, max_pixels=args.max_pixels,
+            hash_method=args.hash_method,
         ),
     )
     if args.pre_download_slack < 1:
         build_parser().error("--pre-download-slack must be >= 1: a smaller pre-download cap would starve entries")
-    if args.decontaminate and not os.path.isfile(args.decontaminate):
-        build_parser().error(f"--decontaminate: no such file {args.decontaminate}")
+    if args.decontaminate:
+        check_eval_hashes(args.decontaminate, args.hash_method)
     if args.near_dup_distance > 32:
         build_parser().error("--near-dup-distance above 32 of 64 bits would merge unrelated images")
     unknown = unknown_beam_args(beam_args)
@@ -187,6 +190,20 @@ def unknown_beam_args(beam_args: list[str]) -> list[str]:
         cls._add_argparse_args(parser)
     _, unknown = parser.parse_known_args(beam_args)
     return [arg for arg in unknown if arg.startswith("-")]
+
+
+def check_eval_hashes(path: str, hash_method: str) -> None:
+    from openwit.pipeline.hashes import hash_method_of
+
+    if not os.path.isfile(path):
+        build_parser().error(f"--decontaminate: no such file {path}")
+    try:
+        method = hash_method_of(path)
+    except Exception as err:  # not Parquet, or not ours
+        build_parser().error(f"--decontaminate: {err}")
+    if method != hash_method:
+        build_parser().error(f"--decontaminate: {path} holds {method} hashes but --hash-method is {hash_method}; "
+                             f"export them again with --hash-method {hash_method}")
 
 
 def parse_languages(value: str) -> tuple[str, ...]:

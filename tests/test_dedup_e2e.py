@@ -153,3 +153,29 @@ def test_hashes_export_reads_dirs_shards_and_reports_bad_files(tmp_path):
     assert rows["images/sub/b.jpg"]["phash"] == rows["shard-000000.tar/000001.jpg"]["phash"]
     assert (rows["images/a.png"]["width"], rows["images/a.png"]["height"]) == (200, 150)
     assert hashes_cli.main(["export", str(tmp_path / "missing"), "-o", str(out)]) == 2
+
+
+def test_decontaminate_checks_the_hash_method_of_the_eval_file(tmp_path, capsys):
+    scene(3).save(tmp_path / "e.png")
+    hashes = str(tmp_path / "dhash.parquet")
+    assert hashes_cli.main(["export", str(tmp_path / "e.png"), "-o", hashes, "--hash-method", "dhash"]) == 0
+    base = ["--input", "x.jsonl", "--output", str(tmp_path / "out"), "--decontaminate", hashes]
+    with pytest.raises(SystemExit):
+        parse_curate_args(base)  # the pool would be hashed with phash: no comparison possible
+    assert "holds dhash hashes but --hash-method is phash" in capsys.readouterr().err
+    cfg, _ = parse_curate_args(base + ["--hash-method", "dhash"])
+    assert cfg.image.hash_method == "dhash" and cfg.decontaminate == hashes
+    pq.write_table(pq.read_table(hashes).replace_schema_metadata(None), str(tmp_path / "plain.parquet"))
+    with pytest.raises(SystemExit):
+        parse_curate_args(base[:-1] + [str(tmp_path / "plain.parquet")])
+    assert "not written by `openwit hashes export`" in capsys.readouterr().err
+
+
+def test_every_hash_method_finds_a_resized_copy():
+    from openwit.pipeline.stages.image import HASH_METHODS, image_phash
+
+    original, copy = jpeg(scene(4), 95), jpeg(scene(4, (300, 225)), 60)
+    other = jpeg(scene(5), 95)
+    for method in HASH_METHODS:
+        a, b, c = (int(image_phash(data, method=method)[0], 16) for data in (original, copy, other))
+        assert (a ^ b).bit_count() <= 8 < (a ^ c).bit_count(), method

@@ -141,7 +141,8 @@ def band_keys(phash: str, k: int) -> list[tuple[int, str]]:
 def edges_in_band(band_index: int, phashes: Iterable[str], k: int) -> list[tuple[str, str]]:
     """Verified pairs (a < b) within distance k among pHashes sharing one band; the kernel
     buckets on the other bits, splitting a giant group instead of comparing all pairs."""
-    values = np.unique(np.array([int(h, 16) for h in phashes], dtype=np.uint64))
+    # Streamed into 8 bytes a value: a hot band value may hold millions of hashes.
+    values = np.unique(np.fromiter((int(h, 16) for h in phashes), dtype=np.uint64))
     rest = [bit for i, band in enumerate(top_bands(k)) if i != band_index for bit in band]
     pairs = neardup.near_duplicate_pairs(values, k, positions=rest)
     return [(f"{values[i]:016x}", f"{values[j]:016x}") for i, j in pairs]

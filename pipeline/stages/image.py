@@ -19,6 +19,9 @@ from PIL import Image, ImageOps, JpegImagePlugin
 from openwit.schemas.record import error_detail
 
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
+# imagehash's 64-bit (8x8) hashes; the near-duplicate search works on any of them.
+HASH_METHODS = {"phash": imagehash.phash, "dhash": imagehash.dhash, "ahash": imagehash.average_hash,
+                "whash": imagehash.whash}
 _PIL_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
 
@@ -34,10 +37,13 @@ class ImageConfig:
     min_image_size: int = 200
     max_aspect_ratio: float = 3.0  # 0: no limit
     max_pixels: int = 89_478_485  # PIL's own decompression-bomb limit, checked before decode
+    hash_method: str = "phash"  # the perceptual hash kept in the record's `phash` field
 
     def __post_init__(self):
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if self.hash_method not in HASH_METHODS:
+            raise ValueError(f"hash_method must be one of {tuple(HASH_METHODS)}, got {self.hash_method!r}")
         if self.output_format not in _PIL_FORMATS:
             raise ValueError(f"output_format must be one of {tuple(_PIL_FORMATS)}, got {self.output_format!r}")
 
@@ -150,26 +156,27 @@ def resize_image(image: Image.Image, cfg: ImageConfig, size: Optional[tuple[int,
     return image
 
 
-def perceptual_hash(data: bytes, image_format: Optional[str], decoded: Image.Image) -> str:
-    """pHash from the bytes alone, whatever the resize settings: a JPEG is decoded again at
-    1/8 scale (cheap, and the same for every configuration); other formats use the full
-    decode. 64-bit pHash works on a 32x32 thumbnail, so nothing is lost."""
+def perceptual_hash(data: bytes, image_format: Optional[str], decoded: Image.Image, method: str = "phash") -> str:
+    """A 64-bit perceptual hash (16 hex digits) from the bytes alone, whatever the resize
+    settings: a JPEG is decoded again at 1/8 scale (cheap, and the same for every
+    configuration); other formats use the full decode. The hashes work on at most a 32x32
+    thumbnail, so nothing is lost."""
     if image_format in ("JPEG", "MPO"):
         small = Image.open(io.BytesIO(data))
         small.draft(None, (64, 64))
         decoded = to_rgb(ImageOps.exif_transpose(small))
-    return str(imagehash.phash(decoded))
+    return str(HASH_METHODS[method](decoded))
 
 
-def image_phash(data: bytes, max_pixels: int = ImageConfig.max_pixels) -> tuple[str, int, int]:
-    """(pHash, upright width, height) of image bytes, exactly as curation computes them, so
-    an eval set's hashes compare with the pool's. Raises ImageProblem for bad bytes."""
+def image_phash(data: bytes, max_pixels: int = ImageConfig.max_pixels, method: str = "phash") -> tuple[str, int, int]:
+    """(perceptual hash, upright width, height) of image bytes, exactly as curation computes
+    them, so an eval set's hashes compare with the pool's. Raises ImageProblem for bad bytes."""
     opened = open_image(data, max_pixels)
     width, height = upright_size(opened)
     # A JPEG is hashed from its own 1/8-scale decode: no full decode needed for it.
     decoded = None if opened.format in ("JPEG", "MPO") else decode_image(opened)
     try:
-        return perceptual_hash(data, opened.format, decoded), width, height
+        return perceptual_hash(data, opened.format, decoded, method), width, height
     except Exception as err:  # a JPEG whose small decode fails
         raise ImageProblem("decode_error", error_detail(err)) from None
 
@@ -206,7 +213,7 @@ def process_image(data: bytes, cfg: ImageConfig) -> Union[ProcessedImage, ImageR
     except ImageProblem as problem:
         return ImageRejected(problem.reason, str(problem))
     try:
-        phash = perceptual_hash(data, opened.format, image)
+        phash = perceptual_hash(data, opened.format, image, cfg.hash_method)
         resized = resize_image(image, cfg, size)
         encoded = encode_image(resized, cfg)
     except Exception as err:  # e.g. a side over the encoder's limit (JPEG 65,535, WebP 16,383)
