@@ -20,7 +20,9 @@ import pyarrow.parquet as pq
 
 from openwit.pipeline.stages.image import HASH_METHODS, ImageProblem, image_phash
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".jfif"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".jfif", ".avif",
+                    ".heic", ".heif", ".ico", ".jp2"}
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 HASHES_SCHEMA = pa.schema([
     ("item", pa.string()), ("phash", pa.string()), ("sha256", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("error", pa.string()),
@@ -42,28 +44,50 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def images_in(path: str) -> Iterator[tuple[str, bytes]]:
-    """(item name, bytes) of every image under `path`, in a stable (sorted) order."""
+def is_tar_name(name: str) -> bool:
+    return name.lower().endswith(TAR_SUFFIXES)
+
+
+def images_in(path: str, skipped: list) -> Iterator[tuple[str, object]]:
+    """(item name, bytes or an error string) of every image under `path`, in a stable
+    (sorted) order. Files under a directory that are neither images nor tars by name go to
+    `skipped`, which the command reports."""
     if os.path.isdir(path):
         for root, dirs, files in os.walk(path):
             dirs.sort()
             for name in sorted(files):
                 full = os.path.join(root, name)
-                if name.endswith(".tar") or is_image_name(name):
-                    yield from images_in(full)
-    elif path.endswith(".tar"):
-        with tarfile.open(path) as tar:
+                if is_tar_name(name) or is_image_name(name):
+                    yield from images_in(full, skipped)
+                else:
+                    skipped.append(full)
+    elif is_tar_name(path):
+        yield from tar_images(path)
+    else:
+        try:
+            with open(path, "rb") as f:
+                yield path, f.read()
+        except OSError as err:
+            yield path, f"unreadable: {err}"
+
+
+def tar_images(path: str) -> Iterator[tuple[str, object]]:
+    """Image members of a (possibly compressed) tar; a broken tar is one error row."""
+    try:
+        with tarfile.open(path, "r:*") as tar:
             for member in sorted(tar.getmembers(), key=lambda m: m.name):
                 if member.isfile() and is_image_name(member.name):
                     yield f"{path}/{member.name}", tar.extractfile(member).read()
-    else:
-        with open(path, "rb") as f:
-            yield path, f.read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        yield path, f"unreadable tar: {type(err).__name__}: {err}"
 
 
-def hash_row(item: str, data: bytes, method: str = "phash") -> dict:
-    row = {"item": item, "sha256": hashlib.sha256(data).hexdigest(), "phash": None, "width": None, "height": None,
-           "error": None}
+def hash_row(item: str, data, method: str = "phash") -> dict:
+    row = {"item": item, "sha256": None, "phash": None, "width": None, "height": None, "error": None}
+    if isinstance(data, str):  # the file or tar could not be read
+        row["error"] = data
+        return row
+    row["sha256"] = hashlib.sha256(data).hexdigest()
     try:
         row["phash"], row["width"], row["height"] = image_phash(data, method=method)
     except ImageProblem as problem:
@@ -82,8 +106,9 @@ def expand(paths: list[str]) -> list[str]:
     return found
 
 
-def export_hashes(paths: list[str], output: str, method: str = "phash") -> pa.Table:
-    rows = [hash_row(item, data, method) for path in expand(paths) for item, data in images_in(path)]
+def export_hashes(paths: list[str], output: str, method: str = "phash", skipped=None) -> pa.Table:
+    skipped = [] if skipped is None else skipped
+    rows = [hash_row(item, data, method) for path in expand(paths) for item, data in images_in(path, skipped)]
     # The method travels with the file: hashes of two methods must never be compared.
     table = pa.Table.from_pylist(rows, schema=HASHES_SCHEMA.with_metadata({HASH_METHOD_KEY: method}))
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -100,13 +125,17 @@ def main(argv=None) -> int:
     export.add_argument("--hash-method", choices=tuple(HASH_METHODS), default="phash",
                         help="must match curate's --hash-method")
     args = parser.parse_args(argv)
+    skipped = []
     try:
-        table = export_hashes(args.paths, args.output, args.hash_method)
+        table = export_hashes(args.paths, args.output, args.hash_method, skipped)
     except FileNotFoundError as err:
         print(f"openwit hashes: {err}", file=sys.stderr)
         return 2
     errors = table.column("error").drop_null()
-    print(f"{table.num_rows - len(errors)} images hashed, {len(errors)} unreadable -> {args.output}")
+    print(f"{table.num_rows - len(errors)} images hashed, {len(errors)} unreadable (rows with an error) "
+          f"-> {args.output}")
+    if skipped:
+        print(f"{len(skipped)} files skipped, not image or tar names, e.g. {skipped[0]}", file=sys.stderr)
     if table.num_rows == 0:
         print("openwit hashes: no images found", file=sys.stderr)
         return 1

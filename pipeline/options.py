@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
     """(config, Beam arguments); Beam gets every flag openwit does not define."""
     args, beam_args = build_parser().parse_known_args(argv)
+    try:
+        languages = parse_languages(args.languages)
+    except argparse.ArgumentTypeError as err:
+        build_parser().error(str(err))
     config = CurateConfig(
         inputs=tuple(args.input),
         vocab=args.vocab or shipped_list_path(),
@@ -147,7 +151,7 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
         text=TextConfig(
             args.min_caption_chars,
             args.min_caption_words,
-            parse_languages(args.languages),
+            languages,
             min_language_score=args.min_language_score,
             junk_rules=not args.no_junk_rules,
             blocklist=read_blocklist(args.caption_blocklist),
@@ -172,6 +176,8 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
         build_parser().error("--pre-download-slack must be >= 1: a smaller pre-download cap would starve entries")
     if args.decontaminate:
         check_eval_hashes(args.decontaminate, args.hash_method)
+    if not 0 <= args.min_language_score <= 1:
+        build_parser().error("--min-language-score is a probability: between 0 and 1")
     if args.near_dup_distance > 32:
         build_parser().error("--near-dup-distance above 32 of 64 bits would merge unrelated images")
     unknown = unknown_beam_args(beam_args)
@@ -209,6 +215,8 @@ def check_eval_hashes(path: str, hash_method: str) -> None:
 def parse_languages(value: str) -> tuple[str, ...]:
     """'en,de' -> ('en', 'de'); 'all' (or empty) -> () which keeps every language."""
     codes = tuple(code.strip() for code in value.split(",") if code.strip())
+    if "all" in codes and len(codes) > 1:
+        raise argparse.ArgumentTypeError("--languages: 'all' keeps every language; list codes or 'all', not both")
     return () if codes in ((), ("all",)) else codes
 
 

@@ -193,10 +193,11 @@ def build_decontaminate(path: str, k: int):
     return lambda r: dedup.decontaminate(r, eval_hashes, k)
 
 
-def near_dedup(records, k: int):
+def near_dedup(records, k: int, mode: str = "image"):
     """Near-duplicate clusters over pHash, distributed: distinct hash values -> k+1 band
     keys -> verified edges inside each band group -> connected components (one global
-    step over the edges only) -> each record joined to its cluster -> one survivor each."""
+    step over the edges only) -> each record joined to its cluster -> one survivor each
+    (per cluster and caption in `image+caption` mode, which keeps other captions)."""
     keyed = records | "ByPhash" >> beam.Map(lambda r: (r.phash or f"uid:{r.uid}", r))
     edges = (
         keyed
@@ -217,7 +218,8 @@ def near_dedup(records, k: int):
         {"records": keyed, "cluster": labels}
         | "JoinCluster" >> beam.CoGroupByKey()
         | "ByCluster" >> beam.FlatMap(
-            lambda kv: ((next(iter(kv[1]["cluster"]), kv[0]), r) for r in kv[1]["records"]))
+            lambda kv: ((dedup.cluster_key(next(iter(kv[1]["cluster"]), kv[0]), r, mode), r)
+                        for r in kv[1]["records"]))
     )
     return dedup_groups(clustered, "NearDedup", dedup.near_dup_group)
 
@@ -240,7 +242,7 @@ def fetch_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
     survivors, dropped = dedup_groups(keyed, "ExactDedup", dedup.dedup_group)
     drops.append(dropped)
     if cfg.near_dup_distance >= 0:
-        survivors, dropped = near_dedup(survivors, cfg.near_dup_distance)
+        survivors, dropped = near_dedup(survivors, cfg.near_dup_distance, cfg.exact_dedup)
         drops.append(dropped)
     return survivors, drops
 

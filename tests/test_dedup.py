@@ -59,9 +59,16 @@ def test_urls_that_fetch_the_same_resource_normalise_alike(a, b):
     ("http://example.com/a%2Fb.jpg", "http://example.com/a/b.jpg"),  # an escaped slash is not a slash
     ("http://example.com/a.jpg?x=%26", "http://example.com/a.jpg?x=&"),
     ("http://example.com/a//b.jpg", "http://example.com/a/b.jpg"),
+    ("http://[::1]:8080/a", "http://[::1:8080]/a"),
+    ("http://junk[::1]/x", "http://[::1]/x"),
 ])
 def test_different_resources_stay_different(a, b):
     assert normalize_url(a) != normalize_url(b)
+
+
+def test_ipv6_hosts_keep_their_brackets():
+    assert normalize_url("http://[::1]:80/a") == "http://[::1]/a"
+    assert normalize_url("http://[2001:DB8::1]:8080/a") == "http://[2001:db8::1]:8080/a"
 
 
 def test_unparsable_urls_are_returned_as_they_are():

@@ -139,14 +139,16 @@ def test_hashes_export_reads_dirs_shards_and_reports_bad_files(tmp_path):
     scene(1, (200, 150)).save(images / "a.png")
     (images / "sub" / "b.jpg").write_bytes(jpeg(scene(2)))
     (images / "broken.jpg").write_bytes(b"not an image")
-    (images / "notes.txt").write_text("ignored: not an image name")
+    (images / "notes.txt").write_text("skipped and reported: not an image name")
+    (images / "broken.tar").write_bytes(b"not a tar at all" * 100)
     with tarfile.open(tmp_path / "shard-000000.tar", "w") as tar:
         tar.add(images / "sub" / "b.jpg", arcname="000001.jpg")
         tar.add(images / "a.png", arcname="000002.png")
     out = tmp_path / "hashes.parquet"
     assert hashes_cli.main(["export", str(images), str(tmp_path / "shard-*.tar"), "-o", str(out)]) == 0
     rows = {os.path.relpath(r["item"], tmp_path): r for r in pq.read_table(out).to_pylist()}
-    assert set(rows) == {"images/a.png", "images/broken.jpg", "images/sub/b.jpg",
+    assert rows["images/broken.tar"]["error"].startswith("unreadable tar")
+    assert set(rows) == {"images/a.png", "images/broken.jpg", "images/broken.tar", "images/sub/b.jpg",
                          "shard-000000.tar/000001.jpg", "shard-000000.tar/000002.png"}
     assert rows["images/broken.jpg"]["phash"] is None and rows["images/broken.jpg"]["error"].startswith("not_image")
     assert rows["images/a.png"]["phash"] == rows["shard-000000.tar/000002.png"]["phash"]
@@ -179,3 +181,23 @@ def test_every_hash_method_finds_a_resized_copy():
     for method in HASH_METHODS:
         a, b, c = (int(image_phash(data, method=method)[0], 16) for data in (original, copy, other))
         assert (a ^ b).bit_count() <= 8 < (a ^ c).bit_count(), method
+
+
+def test_image_and_caption_mode_keeps_other_captions_through_near_dedup(tmp_path):
+    """Identical bytes have identical pHashes: near-dedup must not undo --exact-dedup image+caption."""
+    routes = {"/a.jpg": image_route(jpeg(scene(1))), "/b.jpg": image_route(jpeg(scene(1))),
+              "/c.jpg": image_route(jpeg(scene(1, (640, 480))))}
+    rows = [("/a.jpg", "a photo of a red place"), ("/b.jpg", "a photo of a red place"),
+            ("/b.jpg?copy", "another photo of the same place"), ("/c.jpg", "a photo of a red place")]
+    (tmp_path / "vocab.txt").write_text("photo\n")
+    with serve({**routes, "/b.jpg?copy": routes["/b.jpg"]}) as base:
+        with open(tmp_path / "in.jsonl", "w") as f:
+            f.writelines(json.dumps({"url": base + path, "caption": caption}) + "\n" for path, caption in rows)
+        argv = ["--input", str(tmp_path / "in.jsonl"), "--vocab", str(tmp_path / "vocab.txt"),
+                "--output", str(tmp_path / "out"), "--allow-loopback", "--exact-dedup", "image+caption"]
+        curate(*parse_curate_args(argv), argv)
+    by_caption = {}
+    for row in current_state(read_ledger(str(tmp_path / "out"))).to_pylist():
+        by_caption.setdefault(row["caption"], []).append(row["reason"])
+    assert by_caption["another photo of the same place"] == [None]  # same image, its own caption: kept
+    assert sorted(map(str, by_caption["a photo of a red place"])) == ["None", "duplicate_image", "near_duplicate"]

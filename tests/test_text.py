@@ -106,3 +106,15 @@ def test_language_id_on_real_sentences_in_many_languages(model):
              if detect_language(model, text)[0] != language]
     accuracy = 1 - len(wrong) / len(rows)
     assert accuracy >= 0.9, wrong
+
+
+def test_language_and_score_options_are_checked():
+    from openwit.pipeline.options import parse_curate_args
+
+    base = ["--input", "x.jsonl", "--output", "out"]
+    assert parse_curate_args(base + ["--languages", "all"])[0].text.languages == ()
+    assert parse_curate_args(base + ["--languages", "en,de"])[0].text.languages == ("en", "de")
+    assert parse_curate_args(base)[0].text.languages == ("en",)
+    for bad in (["--languages", "all,en"], ["--min-language-score", "1.5"]):
+        with pytest.raises(SystemExit):
+            parse_curate_args(base + bad)

@@ -46,10 +46,18 @@ def normalize_url(url: str) -> str:
         return url.strip()
 
 
+# host[:port] after any userinfo: a bracketed IPv6 literal, or a host without brackets.
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\[\]:]*)(:\d*)?$")
+
+
 def _normalize(url: str) -> str:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    if not _HOST_PORT.match(parts.netloc.rpartition("@")[2]):
+        raise ValueError("malformed host")  # e.g. "junk[::1]": never merge it with a real host
     host = (parts.hostname or "").rstrip(".")
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 keeps its brackets, or its colons would read as a port
     port = parts.port  # ValueError for a bad port
     netloc = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
     if parts.username or parts.password:
@@ -88,6 +96,12 @@ def exact_key(record: Record, mode: str) -> str:
     if mode == "image+caption":
         return f"{record.sha256}\x00{' '.join(record.caption.split())}"
     return record.sha256
+
+
+def cluster_key(cluster: str, record: Record, mode: str) -> str:
+    """The near-duplicate group of a record: its pHash cluster, split by caption in
+    `image+caption` mode (same image, other caption: not a duplicate there)."""
+    return exact_key(record.update(sha256=cluster), mode)
 
 
 def survivor_order(record: Record) -> tuple:
@@ -145,7 +159,13 @@ def edges_in_band(band_index: int, phashes: Iterable[str], k: int) -> list[tuple
     values = np.unique(np.fromiter((int(h, 16) for h in phashes), dtype=np.uint64))
     rest = [bit for i, band in enumerate(top_bands(k)) if i != band_index for bit in band]
     pairs = neardup.near_duplicate_pairs(values, k, positions=rest)
-    return [(f"{values[i]:016x}", f"{values[j]:016x}") for i, j in pairs]
+    # A pair sharing several bands is found in each band's group: keep it in its first only,
+    # so the one global components step gets every edge once.
+    differ = values[pairs[:, 0]] ^ values[pairs[:, 1]] if len(pairs) else np.zeros(0, dtype=np.uint64)
+    earlier = np.zeros(len(pairs), dtype=bool)
+    for band in top_bands(k)[:band_index]:
+        earlier |= (differ & neardup.bit_mask(band)) == 0
+    return [(f"{values[i]:016x}", f"{values[j]:016x}") for i, j in pairs[~earlier]]
 
 
 def cluster_labels(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
