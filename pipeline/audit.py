@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from openwit.pipeline import ledger
 
-SUMMARY_COLUMNS = ["uid", "revision", "status", "stage", "reason"]
+SUMMARY_COLUMNS = ["uid", "revision", "status", "stage", "reason", "language"]
 
 
 def summary_text(out_dir: str, top: int = 10) -> str:
@@ -16,4 +16,116 @@ def summary_text(out_dir: str, top: int = 10) -> str:
     if reasons:
         lines += ["", f"{'stage':<15}{'drop reason':<22}{'count':>7}"]
         lines += [f"{stage:<15}{reason:<22}{n:>7}" for stage, reason, n in reasons[:top]]
+    return "\n".join(lines + language_lines(state, top) + balancing_lines(out_dir))
+
+
+def language_counts(state) -> list[tuple[str, int, int]]:
+    """(language, candidates, kept) by language ID, most candidates first."""
+    counts = {}
+    for language, status in zip(state.column("language").to_pylist(), state.column("status").to_pylist()):
+        seen, kept = counts.get(language or "-", (0, 0))
+        counts[language or "-"] = (seen + 1, kept + (status == "kept"))
+    return sorted(((lang, n, k) for lang, (n, k) in counts.items()), key=lambda t: (-t[1], t[0]))
+
+
+def language_lines(state, top: int) -> list[str]:
+    rows = language_counts(state)
+    lines = ["", f"{'language':<15}{'candidates':>11}{'kept':>8}"]
+    return lines + [f"{lang:<15}{n:>11}{k:>8}" for lang, n, k in rows[:top]]
+
+
+def balancing_effect(out_dir: str) -> dict:
+    """t, how it was chosen, the tail share, and how the head was flattened."""
+    import json
+    import os
+
+    import pyarrow.parquet as pq
+
+    stats = os.path.join(out_dir, "stats")
+    if not os.path.exists(os.path.join(stats, "balance.json")):
+        return {}
+    with open(os.path.join(stats, "balance.json")) as f:
+        balance = json.load(f)
+    entries = pq.read_table(os.path.join(stats, "entries.parquet")).to_pylist()
+    t = balance["threshold"]
+    balance["entries_at_cap_final"] = sum(1 for e in entries if e["kept_final"] >= t)
+    balance["largest_entry_pool"] = max((e["matches_in_pool"] for e in entries), default=0)
+    balance["largest_entry_final"] = max((e["kept_final"] for e in entries), default=0)
+    return balance
+
+
+def balancing_lines(out_dir: str) -> list[str]:
+    b = balancing_effect(out_dir)
+    if not b:
+        return []
+    return ["", f"balancing: t = {b['threshold']} ({b['rule']}), tail share {b['tail_share']:.1%}",
+            f"  entries matched {b['entries_matched']}, over t in the pool {b['entries_over_threshold']}, "
+            f"at t in the shards {b['entries_at_cap_final']}",
+            f"  largest entry: {b['largest_entry_pool']} matches in the pool -> {b['largest_entry_final']} kept"]
+
+
+# --- trace: everything known about one candidate ----------------------------------------
+
+UID_LENGTH = 20
+
+
+def find_uids(table, query: str) -> list[str]:
+    """uids a query names: a uid, an image URL (as written or normalised), or SHARD/KEY."""
+    from openwit.pipeline.stages.dedup import normalize_url
+
+    uids = table.column("uid").to_pylist()
+    if query in uids:
+        return [query]
+    rows = table.select(["uid", "url", "shard", "key"]).to_pylist()
+    if "://" in query:
+        wanted = normalize_url(query)
+        return sorted({r["uid"] for r in rows if r["url"] == query or normalize_url(r["url"] or "") == wanted})
+    shard, _, key = query.replace(".tar", "").rpartition("/")
+    return sorted({r["uid"] for r in rows if r["shard"] == shard and r["key"] == key})
+
+
+def describe_row(row: dict, vocab: list) -> list[str]:
+    if row.get("language_score") is not None:
+        row = {**row, "language_score": round(row["language_score"], 4)}
+    lines = [f"  revision {row['revision']}: {row['status']}"
+             + (f" at {row['stage']} ({row['reason']})" if row["status"] == "dropped" else "")]
+    for name, value in row.items():
+        if value in (None, [], "") or name in ("revision", "status", "stage", "reason", "uid"):
+            continue
+        if name == "entry_ids" and vocab:
+            value = ", ".join(f"{i} {vocab[i]!r}" for i in value if 0 <= i < len(vocab))
+        lines.append(f"    {name:<16}{value}")
+    return lines
+
+
+def trace_text(out_dir: str, query: str) -> str:
+    table = ledger.read_ledger(out_dir)
+    uids = find_uids(table, query)
+    if not uids:
+        raise LookupError(f"no candidate in {out_dir} matches {query!r} (give a uid, an image URL or SHARD/KEY)")
+    vocab = load_run_vocab(out_dir)
+    rows = table.to_pylist()
+    lines = []
+    for uid in uids:
+        history = sorted((r for r in rows if r["uid"] == uid), key=lambda r: r["revision"])
+        lines.append(f"uid {uid}")
+        for row in history:
+            lines += describe_row(row, vocab)
+        copies = sorted(r["uid"] for r in rows if r["duplicate_of"] == uid)
+        if copies:
+            lines.append(f"  survivor of {len(copies)} duplicate(s): {', '.join(copies)}")
     return "\n".join(lines)
+
+
+def load_run_vocab(out_dir: str) -> list:
+    """The run's vocabulary, to name entry ids; empty if the file is gone."""
+    import json
+    import os
+
+    from openwit.pipeline.stages.match import read_vocab
+
+    try:
+        with open(os.path.join(out_dir, "manifest.json")) as f:
+            return read_vocab(json.load(f)["vocab"]["path"])
+    except (OSError, KeyError, ValueError):
+        return []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 USAGE = """usage: openwit COMMAND [options]
@@ -9,7 +10,8 @@ USAGE = """usage: openwit COMMAND [options]
 commands:
   demo       build a small synthetic web on 127.0.0.1, curate it, train on the shards
   curate     curate (image url, caption) candidates into WebDataset shards with a ledger
-  audit      read an output directory's ledger (audit summary DIR)
+  audit      answers from an output directory: summary | trace | verify | report | croissant
+  takedown   remove candidates (by URL, uid or domain) from a released output
   hashes     perceptual hashes of an eval set for curate --decontaminate (hashes export DIR -o F)
   vocab      build or verify the shipped query vocabulary (vocab build | vocab verify)
   train      train the contrastive model on a directory of shards
@@ -34,16 +36,85 @@ def curate_main(argv: list[str]) -> int:
 
 
 def audit_main(argv: list[str]) -> int:
-    from openwit.pipeline.audit import summary_text
-
-    parser = argparse.ArgumentParser(prog="openwit audit", description="Read an output directory's ledger.")
+    parser = argparse.ArgumentParser(prog="openwit audit", description="Answers about an output directory, "
+                                     "from its ledger, manifest and shards only.")
     sub = parser.add_subparsers(dest="what", required=True)
-    summary = sub.add_parser("summary", help="funnel per stage and top drop reasons")
+    summary = sub.add_parser("summary", help="funnel per stage, top drop reasons, languages, balancing effect")
     summary.add_argument("dir", help="output directory of openwit curate")
     summary.add_argument("--top", type=int, default=10, help="how many drop reasons to list")
+    trace = sub.add_parser("trace", help="everything known about one candidate")
+    trace.add_argument("dir")
+    trace.add_argument("query", help="a uid, an image URL, or SHARD/KEY")
+    verify = sub.add_parser("verify", help="re-read every shard and check it against ledger and manifest")
+    verify.add_argument("dir")
+    report = sub.add_parser("report", help="one self-contained HTML page with plots and sample images")
+    report.add_argument("dir")
+    report.add_argument("-o", "--output", required=True, help="report.html to write")
+    croissant = sub.add_parser("croissant", help="Croissant (ML Commons) metadata for the shards")
+    croissant.add_argument("dir")
+    croissant.add_argument("-o", "--output", default=None,
+                           help="croissant.json to write (default: DIR/croissant.json; its paths are relative to DIR)")
+    croissant.add_argument("--license", default=None, help="licence statement or URL for the metadata")
     args = parser.parse_args(argv)
+    return AUDIT_COMMANDS[args.what](args)
+
+
+def audit_summary(args) -> int:
+    from openwit.pipeline.audit import summary_text
+
     print(summary_text(args.dir, args.top))
     return 0
+
+
+def audit_trace(args) -> int:
+    from openwit.pipeline.audit import trace_text
+
+    try:
+        print(trace_text(args.dir, args.query))
+    except LookupError as err:
+        print(f"openwit audit trace: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def audit_verify(args) -> int:
+    from openwit.pipeline.verify import verify
+
+    violations = verify(args.dir)
+    for violation in violations:
+        print(violation)
+    print(f"{len(violations)} violation(s)" if violations else f"{args.dir}: shards, ledger and manifest agree")
+    return 1 if violations else 0
+
+
+def audit_report(args) -> int:
+    from openwit.pipeline.report import write_report
+
+    write_report(args.dir, args.output)
+    print(f"report -> {args.output}")
+    return 0
+
+
+def audit_croissant(args) -> int:
+    from openwit.pipeline.croissant import write_croissant
+
+    output = args.output or os.path.join(args.dir, "croissant.json")
+    if os.path.dirname(os.path.abspath(output)) != os.path.abspath(args.dir):
+        print("openwit audit croissant: note: the file's paths are relative to DIR; keep it in DIR to load it",
+              file=sys.stderr)
+    write_croissant(args.dir, output, args.license)
+    print(f"croissant -> {output}")
+    return 0
+
+
+AUDIT_COMMANDS = {"summary": audit_summary, "trace": audit_trace, "verify": audit_verify, "report": audit_report,
+                  "croissant": audit_croissant}
+
+
+def takedown_main(argv: list[str]) -> int:
+    from openwit.pipeline.takedown import main
+
+    return main(argv)
 
 
 def hashes_main(argv: list[str]) -> int:
@@ -76,7 +147,7 @@ def evaluate_main(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "hashes": hashes_main, "vocab": vocab_main, "train": train_main,
+COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "hashes": hashes_main, "takedown": takedown_main, "vocab": vocab_main, "train": train_main,
             "evaluate": evaluate_main}
 
 

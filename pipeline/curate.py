@@ -21,6 +21,7 @@ from openwit.pipeline.options import CurateConfig
 from openwit.pipeline.run import output_paths, run_pipeline
 from openwit.pipeline.stages import dedup, match, read
 from openwit.query_lists.build import sha256_file
+from openwit.schemas.record import LEDGER_SCHEMA_VERSION
 
 RUN_FILE = os.path.join(".openwit", "run.json")
 
@@ -115,6 +116,7 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
         "vocab": {"path": cfg.vocab, "sha256": vocab_sha, "entries": len(match.read_vocab(cfg.vocab))},
         "inputs": inputs,
         "decontaminate": describe_eval_hashes(cfg),
+        "ledger_schema": LEDGER_SCHEMA_VERSION,
         "funnel": dict(ledger.funnel(state)),
         "funnel_from_metrics": dict(funnel_from_counters(counters)),
         "beam_counters": counters,

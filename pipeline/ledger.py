@@ -33,8 +33,9 @@ def part_path(ledger_dir: str, part: int, revision: int = 0) -> str:
     return os.path.join(ledger_dir, f"rev{revision:03d}-part{part:05d}.parquet")
 
 
-def write_ledger_part(ledger_dir: str, part: int, records: list[Record], revision: int = 0) -> str:
-    rows = sorted((ledger_row(r, revision) for r in records), key=lambda row: row["uid"])
+def write_ledger_part(ledger_dir: str, part: int, records: list[Record], revision: int = 0,
+                      recorded_at=None) -> str:
+    rows = sorted((ledger_row(r, revision, recorded_at) for r in records), key=lambda row: row["uid"])
     table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
     out = io.BytesIO()
     pq.write_table(table, out)
@@ -48,7 +49,8 @@ def read_ledger(out_dir: str, columns=None) -> pa.Table:
     paths = sorted(glob.glob(os.path.join(out_dir, LEDGER_DIR, "*.parquet")))
     if not paths:
         raise FileNotFoundError(f"no ledger under {os.path.join(out_dir, LEDGER_DIR)}")
-    return pa.concat_tables(pq.read_table(p, columns=columns) for p in paths)
+    # promote: parts written before a column was added (recorded_at) read as nulls there
+    return pa.concat_tables((pq.read_table(p, columns=columns) for p in paths), promote_options="default")
 
 
 def current_state(table: pa.Table) -> pa.Table:

@@ -104,7 +104,10 @@ def _arrow_fields(names):
 
 
 RECORD_FIELDS = [f.name for f in dataclasses.fields(Record)]
-LEDGER_FIELDS = ["revision"] + [n for n in RECORD_FIELDS if n not in _NOT_IN_LEDGER]
+# recorded_at: when a later revision (a takedown) was appended; null for the run's own rows,
+# which must stay byte-identical across runs and runners.
+LEDGER_FIELDS = ["revision"] + [n for n in RECORD_FIELDS if n not in _NOT_IN_LEDGER] + ["recorded_at"]
+LEDGER_SCHEMA_VERSION = "openwit-ledger/2"
 
 # revision: 0 for the run that created the output; later runs (retry, takedown) append
 # rows with a higher revision, and the row with the highest revision per uid is current.
@@ -118,11 +121,12 @@ SHARD_INDEX_FIELDS = [
 SHARD_INDEX_SCHEMA = pa.schema(_arrow_fields(SHARD_INDEX_FIELDS))
 
 
-def ledger_row(record: Record, revision: int = 0) -> dict:
+def ledger_row(record: Record, revision: int = 0, recorded_at: Optional[str] = None) -> dict:
     row = record.to_dict()
     for name in _NOT_IN_LEDGER:
         row.pop(name)
     row["revision"] = revision
+    row["recorded_at"] = recorded_at
     return {name: row[name] for name in LEDGER_FIELDS}
 
 

@@ -1,0 +1,161 @@
+"""`openwit audit report DIR -o report.html`: one self-contained static page (inline SVG
+plots, images embedded as data URIs, no script and no network asset) built from the ledger,
+manifest, stats and shards of an output directory."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import tarfile
+
+import pyarrow.parquet as pq
+
+from openwit.pipeline import ledger
+from openwit.pipeline.audit import balancing_effect, language_counts
+
+WIDTH = 760
+COLUMNS = ["uid", "revision", "status", "stage", "reason", "language", "original_width", "original_height"]
+STYLE = """body{font-family:sans-serif;max-width:820px;margin:2em auto;color:#222}
+h2{margin-top:2em;border-bottom:1px solid #ccc}table{border-collapse:collapse}
+td,th{padding:2px 10px;text-align:right}td:first-child,th:first-child{text-align:left}
+.grid{display:grid;grid-template-columns:repeat(4,1fr);gap:10px}.grid figure{margin:0;font-size:12px}
+.grid img{width:100%;image-rendering:auto}svg text{font-size:11px}"""
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def bar_chart(plot_id: str, items: list[tuple[str, int]], color: str = "#4a7fb5") -> str:
+    """Horizontal bars, one per (label, value), the value printed at the bar's end."""
+    top = max((v for _, v in items), default=0) or 1
+    row, label_w, bar_w = 18, 170, WIDTH - 250
+    bars = []
+    for i, (label, value) in enumerate(items):
+        y, w = i * row, bar_w * value / top
+        bars.append(f'<g class="bar" data-label="{esc(label)}" data-value="{value}">'
+                    f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{esc(label)}</text>'
+                    f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 5}" fill="{color}"/>'
+                    f'<text x="{label_w + w + 4:.1f}" y="{y + 13}">{value:,}</text></g>')
+    return (f'<svg id="{plot_id}" class="plot" width="{WIDTH}" height="{row * len(items) + 6}" '
+            f'xmlns="http://www.w3.org/2000/svg">{"".join(bars)}</svg>')
+
+
+def log_position(value: float, low: float, high: float, size: float) -> float:
+    span = math.log10(high) - math.log10(low) or 1.0
+    return size * (math.log10(max(value, low)) - math.log10(low)) / span
+
+
+def rank_plot(plot_id: str, series: dict, threshold: float) -> str:
+    """Count by rank, both axes logarithmic (MetaCLIP's figure): each series is a list of
+    counts; ranks are taken within each series, largest first."""
+    w, h, left, bottom = WIDTH - 70, 300, 50, 30
+    high = max((max(v, default=1) for v in series.values()), default=1) * 1.2
+    ranks = max((len(v) for v in series.values()), default=1) + 1
+    colors = ["#d1603d", "#4a7fb5", "#6a9f58"]
+    parts = []
+    for (name, counts), color in zip(series.items(), colors):
+        ordered = sorted((c for c in counts if c > 0), reverse=True)
+        points = " ".join(f"{left + log_position(r + 1, 1, ranks, w):.1f},"
+                          f"{h - log_position(c, 0.8, high, h - bottom):.1f}" for r, c in enumerate(ordered))
+        parts.append(f'<polyline class="series" data-series="{esc(name)}" points="{points}" fill="none" '
+                     f'stroke="{color}" stroke-width="1.5"/>')
+        parts.append(f'<text x="{left + w - 150}" y="{14 + 14 * len(parts) // 2}" fill="{color}">{esc(name)}</text>')
+    y_t = h - log_position(threshold, 0.8, high, h - bottom)
+    parts.append(f'<line x1="{left}" x2="{left + w}" y1="{y_t:.1f}" y2="{y_t:.1f}" stroke="#888" stroke-dasharray="4"/>'
+                 f'<text x="{left + 4}" y="{y_t - 4:.1f}">t = {threshold:g}</text>')
+    parts.append(f'<line x1="{left}" x2="{left}" y1="0" y2="{h}" stroke="#444"/>'
+                 f'<line x1="{left}" x2="{left + w}" y1="{h}" y2="{h}" stroke="#444"/>'
+                 f'<text x="{left}" y="{h + 16}">entry rank (log)</text>'
+                 f'<text x="2" y="12">matches (log)</text>')
+    return (f'<svg id="{plot_id}" class="plot" width="{WIDTH}" height="{h + 24}" '
+            f'xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>')
+
+
+def size_bins(rows: list[dict]) -> list[tuple[str, int]]:
+    """Kept images by the shorter side of the original, in power-of-two bins."""
+    bins = {}
+    for row in rows:
+        if row["status"] == "kept" and row["original_width"] and row["original_height"]:
+            side = min(row["original_width"], row["original_height"])
+            low = 2 ** int(math.log2(side))
+            bins[low] = bins.get(low, 0) + 1
+    return [(f"{low}-{2 * low - 1} px", n) for low, n in sorted(bins.items())]
+
+
+def sample_cards(out_dir: str, kept: dict, limit: int = 24) -> str:
+    """The first samples of the shards, embedded, with captions and source links."""
+    cards = []
+    for name in sorted(os.listdir(os.path.join(out_dir, "shards"))):
+        if not name.endswith(".tar") or len(cards) >= limit:
+            continue
+        with tarfile.open(os.path.join(out_dir, "shards", name)) as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                if ext in ("jpg", "png", "webp") and key in kept and len(cards) < limit:
+                    cards.append(card(key, ext, tar.extractfile(member).read(), kept[key]))
+    return f'<div id="samples" class="grid">{"".join(cards)}</div>'
+
+
+def card(key: str, ext: str, data: bytes, row: dict) -> str:
+    mime = {"jpg": "jpeg"}.get(ext, ext)
+    link = row["page_url"] or row["url"]
+    return (f'<figure class="sample" data-key="{esc(key)}"><img alt="{esc(row["caption"])}" '
+            f'src="data:image/{mime};base64,{base64.b64encode(data).decode()}"/>'
+            f'<figcaption>{esc(row["caption"])}<br/><a href="{esc(link)}" rel="nofollow">source page</a>'
+            f'</figcaption></figure>')
+
+
+def funnel_table(steps: list[tuple[str, int]]) -> str:
+    total = steps[0][1] or 1
+    rows = "".join(f'<tr data-step="{esc(s)}"><td>{esc(s)}</td><td class="count">{n}</td>'
+                   f'<td>{100 * n / total:.1f}%</td></tr>' for s, n in steps)
+    return f'<table id="funnel-table"><tr><th>step</th><th>remaining</th><th>share</th></tr>{rows}</table>'
+
+
+def build_report(out_dir: str) -> str:
+    state = ledger.current_state(ledger.read_ledger(out_dir, columns=COLUMNS))
+    full = ledger.current_state(ledger.read_ledger(out_dir, columns=["uid", "revision", "status", "caption", "url",
+                                                                      "page_url", "key"]))
+    kept = {r["key"]: r for r in full.to_pylist() if r["status"] == "kept"}
+    steps = ledger.funnel(state)
+    with open(os.path.join(out_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    sections = [
+        f"<h1>openwit report</h1><p>{esc(out_dir)} &middot; openwit {esc(manifest.get('openwit_version'))} &middot; "
+        f"seed {esc(manifest.get('seed'))} &middot; vocabulary sha256 {esc(manifest['vocab']['sha256'][:16])}…</p>",
+        "<h2>Funnel</h2>", bar_chart("plot-funnel", steps), funnel_table(steps),
+        "<h2>Drop reasons</h2>",
+        bar_chart("plot-reasons", [(f"{s}: {r}", n) for s, r, n in ledger.drop_reasons(state)], "#d1603d"),
+        "<h2>Languages</h2>", bar_chart("plot-languages", [(lang, n) for lang, n, _ in language_counts(state)[:15]]),
+        "<h2>Image sizes (kept, shorter side of the original)</h2>",
+        bar_chart("plot-sizes", size_bins(state.to_pylist()), "#6a9f58"),
+    ]
+    sections += balancing_section(out_dir)
+    sections += ["<h2>Samples</h2>", sample_cards(out_dir, kept)]
+    body = "\n".join(sections)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"/><title>openwit report</title>'
+            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+
+
+def balancing_section(out_dir: str) -> list[str]:
+    effect = balancing_effect(out_dir)
+    if not effect:
+        return []
+    entries = pq.read_table(os.path.join(out_dir, "stats", "entries.parquet")).to_pylist()
+    series = {"matches in the pool": [e["matches_in_pool"] for e in entries],
+              "kept in the shards": [e["kept_final"] for e in entries]}
+    return ["<h2>Balancing: matches per entry before and after</h2>",
+            f"<p>t = {effect['threshold']:,} ({esc(effect['rule'])}); tail share {effect['tail_share']:.1%}; "
+            f"{effect['entries_over_threshold']:,} entries over t in the pool, "
+            f"{effect['entries_at_cap_final']:,} at t in the shards.</p>",
+            rank_plot("plot-entries", series, effect["threshold"])]
+
+
+def write_report(out_dir: str, output: str) -> None:
+    page = build_report(out_dir)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(page)
