@@ -85,13 +85,19 @@ def check_index(tar_path: str, keys: set) -> Iterator[str]:
         yield f"{os.path.basename(index_path)}: index keys differ from the tar's samples"
 
 
-def check_sizes(shards_dir: str, sizes_found: dict) -> Iterator[str]:
-    path = os.path.join(shards_dir, "sizes.json")
+def read_json(path: str):
+    """The file's JSON, or None when it is missing."""
     if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def check_sizes(shards_dir: str, sizes_found: dict) -> Iterator[str]:
+    recorded = read_json(os.path.join(shards_dir, "sizes.json"))
+    if recorded is None:
         yield "sizes.json: missing"
         return
-    with open(path) as f:
-        recorded = json.load(f)
     for name in sorted(set(recorded) | set(sizes_found)):
         if recorded.get(name) != sizes_found.get(name):
             yield f"sizes.json: {name} says {recorded.get(name)}, the shard holds {sizes_found.get(name)}"
@@ -126,12 +132,10 @@ def check_row(row: dict, uids: set) -> Iterator[str]:
 
 
 def check_manifest(out_dir: str, state) -> Iterator[str]:
-    path = os.path.join(out_dir, "manifest.json")
-    if not os.path.exists(path):
+    manifest = read_json(os.path.join(out_dir, "manifest.json"))
+    if manifest is None:
         yield "manifest.json: missing"
         return
-    with open(path) as f:
-        manifest = json.load(f)
     funnel = dict(ledger.funnel(state))
     if manifest.get("funnel") != funnel:
         yield f"manifest.json: funnel {manifest.get('funnel')} differs from the ledger's {funnel}"
