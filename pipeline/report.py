@@ -66,12 +66,25 @@ def rank_plot(plot_id: str, series: dict, threshold: float) -> str:
     y_t = h - log_position(threshold, 0.8, high, h - bottom)
     parts.append(f'<line x1="{left}" x2="{left + w}" y1="{y_t:.1f}" y2="{y_t:.1f}" stroke="#888" stroke-dasharray="4"/>'
                  f'<text x="{left + 4}" y="{y_t - 4:.1f}">t = {threshold:g}</text>')
+    parts += log_ticks(left, h, w, h - bottom, ranks, high)
     parts.append(f'<line x1="{left}" x2="{left}" y1="0" y2="{h}" stroke="#444"/>'
                  f'<line x1="{left}" x2="{left + w}" y1="{h}" y2="{h}" stroke="#444"/>'
-                 f'<text x="{left}" y="{h + 16}">entry rank (log)</text>'
+                 f'<text x="{left + w / 2}" y="{h + 24}">entry rank (log)</text>'
                  f'<text x="2" y="12">matches (log)</text>')
-    return (f'<svg id="{plot_id}" class="plot" width="{WIDTH}" height="{h + 24}" '
+    return (f'<svg id="{plot_id}" class="plot" width="{WIDTH}" height="{h + 30}" '
             f'xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>')
+
+
+def log_ticks(left: float, h: float, w: float, height: float, ranks: float, high: float) -> list[str]:
+    """Labels at the powers of ten on both log axes."""
+    ticks = []
+    for power in range(0, int(math.log10(ranks)) + 1):
+        x = left + log_position(10 ** power, 1, ranks, w)
+        ticks.append(f'<text x="{x:.1f}" y="{h + 12}" text-anchor="middle">{10 ** power:,}</text>')
+    for power in range(0, int(math.log10(high)) + 1):
+        y = h - log_position(10 ** power, 0.8, high, height)
+        ticks.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{10 ** power:,}</text>')
+    return ticks
 
 
 def size_bins(rows: list[dict]) -> list[tuple[str, int]]:

@@ -188,14 +188,25 @@ def headless(args, tmp_path):
     return done.stdout, done.stderr
 
 
+def console_errors(page, tmp_path):
+    dom, log = headless(["--dump-dom", page.as_uri()], tmp_path)
+    return dom, [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+
+
+def test_the_browser_harness_sees_console_errors(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><html><body><script>console.error("boom"); missingFunction();</script></body></html>')
+    _, errors = console_errors(page, tmp_path)
+    assert any("boom" in line for line in errors) and any("missingFunction" in line for line in errors)
+
+
 def test_report_in_a_headless_browser(curated, tmp_path):
     report = tmp_path / "report.html"
     assert cli(["audit", "report", curated, "-o", str(report)]) == 0
     page = report.read_text()
     assert "http://" not in re.sub(r'href="[^"]*"', "", page).replace("http://www.w3.org/2000/svg", "")
-    dom, log = headless(["--dump-dom", report.as_uri()], tmp_path)
-    console = [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line]
-    assert console == []
+    dom, errors = console_errors(report, tmp_path)
+    assert errors == []
     for plot in ("plot-funnel", "plot-reasons", "plot-languages", "plot-sizes", "plot-entries", "samples"):
         assert f'id="{plot}"' in dom, plot
     shown = dict(re.findall(r'<tr data-step="([^"]+)"><td>[^<]*</td><td class="count">(\d+)</td>', dom))
