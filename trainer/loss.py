@@ -1,36 +1,48 @@
-"""Symmetric InfoNCE, the CLIP objective.
+"""Symmetric InfoNCE, the CLIP objective, single-process or distributed.
 
-Row i of the image batch and row i of the text batch are a positive pair;
-every other row in the batch is a negative. The loss is the mean of
-"pick the right caption for each image" and "pick the right image for each
-caption" cross-entropies.
+Row i of the image batch and row i of the text batch are a positive pair; every other row
+of the *global* batch is a negative. Under DDP each rank gathers every rank's features
+with an all-gather that keeps the autograd graph (its backward sums the gradients back to
+the rank that owns each row), then computes the local form: its N rows against all W*N
+columns. The mean of the W local losses, which DDP's gradient averaging takes, is exactly
+the loss of the global batch, and so are the gradients (tests/test_trainer_distributed.py).
 """
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
-def gather_features(image_features: torch.Tensor, text_features: torch.Tensor):
-    """Features from every process, so each sees the global batch as negatives.
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
-    Single-process for now, so this is the identity. Under DDP (torchrun) this
-    is where an all-gather goes, keeping the local tensors in place so their
-    gradients flow (as open_clip's gather_features does).
-    """
-    return image_features, text_features
+
+def gather_features(image_features: torch.Tensor, text_features: torch.Tensor):
+    """Every rank's features, in rank order, differentiable. Identity on one process."""
+    _, size = world()
+    if size == 1:
+        return image_features, text_features
+    from torch.distributed.nn.functional import all_gather  # all_gather with a backward
+
+    return torch.cat(all_gather(image_features)), torch.cat(all_gather(text_features))
 
 
 def clip_loss(
     image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor
 ) -> torch.Tensor:
-    """Symmetric InfoNCE on L2-normalised features.
+    """Symmetric InfoNCE on L2-normalised features; this rank's share of the global batch.
 
     logit_scale is the *log* temperature parameter; logits = exp(logit_scale) * img @ txt.T.
     """
+    rank, _ = world()
     all_images, all_texts = gather_features(image_features, text_features)
     scale = logit_scale.exp()
     logits_per_image = scale * image_features @ all_texts.T
     logits_per_text = scale * text_features @ all_images.T
-    labels = torch.arange(image_features.shape[0], device=image_features.device)
+    n = image_features.shape[0]
+    labels = torch.arange(n, device=image_features.device) + rank * n  # this rank's rows
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
