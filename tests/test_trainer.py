@@ -1,6 +1,7 @@
 """Tests for openwit.trainer: tiny real shards in tmp_path, CPU only."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -299,3 +300,36 @@ def test_cli_main_trains_and_evaluates(shards, tmp_path, capsys):
     heldout = write_heldout(tmp_path / "heldout", "shape", num_images=6)
     assert evaluate.main(["--checkpoint", str(output), "--heldout", str(heldout)]) == 0
     assert "zero-shot accuracy" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------ resume
+
+
+def weights(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("stop_at", [3, 7])  # inside the first epoch, and past an epoch boundary
+def test_resume_reproduces_the_uninterrupted_run(shards, tmp_path, stop_at):
+    steps = 9
+    full = train(tiny_config(shards, tmp_path / "full.pt", steps=steps, batch_size=64, accum_steps=2))
+    partial = tiny_config(shards, tmp_path / "part.pt", steps=steps, batch_size=64, accum_steps=2)
+    cut = train(partial, stop_at=stop_at)
+    assert len(cut.losses) == stop_at
+    resumed = train(dataclasses.replace(partial, resume=str(tmp_path / "part.pt")))
+    assert resumed.losses[:stop_at] == cut.losses and len(resumed.losses) == steps
+    assert resumed.losses == pytest.approx(full.losses, rel=1e-5)
+    for name, tensor in weights(tmp_path / "full.pt").items():
+        assert torch.allclose(tensor, weights(tmp_path / "part.pt")[name], atol=1e-5), name
+    lines = (tmp_path / "part.pt.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == list(range(steps))  # the metrics log continues
+
+
+def test_a_weights_only_checkpoint_cannot_be_resumed(shards, tmp_path):
+    path = tmp_path / "w.pt"
+    train(tiny_config(shards, path, steps=1))
+    payload = torch.load(path, weights_only=True)
+    payload.pop("optimizer")
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        train(tiny_config(shards, tmp_path / "x.pt", steps=2, resume=str(path)))

@@ -179,17 +179,24 @@ def epoch_loader(cfg: TrainConfig, epoch: int) -> torch.utils.data.DataLoader:
     )
 
 
-def train_batches(cfg: TrainConfig) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless batches: epoch after epoch, each with its own seed."""
+def train_batches(cfg: TrainConfig, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless batches: epoch after epoch, each with its own seed. `skip`: batches already
+    consumed (a resumed run): the order is a function of the seed, so skipping them lands
+    on the exact next batch. Whole epochs are skipped without reading them."""
     num_samples = count_samples(cfg.shards)
     if num_samples < cfg.batch_size:
         raise ValueError(f"{num_samples} samples in {cfg.shards} is fewer than batch_size {cfg.batch_size}")
-    epoch = 0
+    epoch, per_epoch = 0, None
     while True:
+        if per_epoch and skip >= per_epoch:
+            epoch, skip = epoch + 1, skip - per_epoch
+            continue
         yielded = 0
         for images, tokens in epoch_loader(cfg, epoch):
             yielded += 1
-            yield images, tokens
+            if yielded > skip:
+                yield images, tokens
+        per_epoch, skip = yielded, max(0, skip - yielded)
         if yielded == 0:
             raise RuntimeError(f"epoch {epoch} produced no full batch from {cfg.shards}")
         epoch += 1

@@ -3,18 +3,21 @@
     openwit train --shards DIR [--steps N] [--batch-size B] [--device cpu|cuda] ...
     python -m openwit.trainer.train --shards DIR ...
 
-The loop reads top to bottom: seed, build model and optimiser, then for each
-step set the learning rate, fetch a batch, compute the symmetric InfoNCE loss,
-step, clamp the temperature, and log. Single process for now; AMP and DDP
-(torchrun) slot into this loop and into loss.gather_features later.
+The loop reads top to bottom: seed, build model and optimiser (or resume them
+from a checkpoint), then for each step set the learning rate, run
+cfg.accum_steps micro-batches (bf16 autocast on CUDA), clip, step, clamp the
+temperature, and log a JSON line. DDP (torchrun) is issue 8's next increment;
+loss.clip_loss already gathers across ranks.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 
@@ -68,7 +71,63 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def autocast(cfg: TrainConfig, device: torch.device):
+    """bf16 autocast on CUDA ("auto" or "bf16"); plain fp32 otherwise. bf16 keeps fp32's
+    exponent range, so no loss scaler is needed."""
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs besides the config: the step counts optimiser steps,
+    and the data position (micro-batches consumed) follows from it."""
+    step: int = 0
+    losses: list = None
+
+    def __post_init__(self):
+        self.losses = [] if self.losses is None else self.losses
+
+
+def save_training_checkpoint(path: str, model, optimizer, cfg: TrainConfig, state: TrainState) -> None:
+    save_checkpoint(path, model, cfg, step=state.step, losses=state.losses,
+                    optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
+                    batches_consumed=state.step * cfg.accum_steps)
+
+
+def resume_from(path: str, model, optimizer) -> TrainState:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if "optimizer" not in payload:
+        raise ValueError(f"{path} holds weights only (no optimiser state): it cannot be resumed")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["rng"])
+    return TrainState(step=payload["step"], losses=list(payload["losses"]))
+
+
+def train_step(model, optimizer, batches, cfg: TrainConfig, device: torch.device, step: int) -> float:
+    """One optimiser step over cfg.accum_steps micro-batches; -> the mean loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for _ in range(cfg.accum_steps):
+        images, tokens = next(batches)
+        with autocast(cfg, device):
+            image_features, text_features, logit_scale = model(images.to(device), tokens.to(device))
+            loss = clip_loss(image_features.float(), text_features.float(), logit_scale)
+        (loss / cfg.accum_steps).backward()
+        total += loss.item() / cfg.accum_steps
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    model.clamp_logit_scale()
+    return total
+
+
+def train(cfg: TrainConfig, stop_at: int | None = None) -> TrainResult:
+    """Train to cfg.steps (or stop after `stop_at` steps, saving a resumable checkpoint, as
+    a run killed right after a save would leave it)."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # weights; data order and crops are seeded in data.py
     model = CLIP(cfg).to(device)
@@ -76,43 +135,55 @@ def train(cfg: TrainConfig) -> TrainResult:
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
     )
+    state = resume_from(cfg.resume, model, optimizer) if cfg.resume else TrainState()
     num_params = sum(p.numel() for p in model.parameters())
     print(f"training {num_params / 1e6:.2f}M params on {count_samples(cfg.shards)} samples "
-          f"from {cfg.shards}, {cfg.steps} steps of batch {cfg.batch_size} on {device}")
-
-    batches = train_batches(cfg)
-    losses: list[float] = []
+          f"from {cfg.shards}, steps {state.step}..{cfg.steps} of batch {cfg.batch_size}x{cfg.accum_steps} "
+          f"on {device}")
+    batches = train_batches(cfg, skip=state.step * cfg.accum_steps)
+    metrics = MetricsLog(cfg.log_file or cfg.output + ".jsonl", append=bool(cfg.resume))
     start = time.perf_counter()
     model.train()
-    for step in range(cfg.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        images, tokens = next(batches)
-        images = images.to(device, non_blocking=True)
-        tokens = tokens.to(device, non_blocking=True)
-
-        image_features, text_features, logit_scale = model(images, tokens)
-        loss = clip_loss(image_features, text_features, logit_scale)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        model.clamp_logit_scale()
-
-        losses.append(loss.item())  # a sync per step; fine until the GPU version
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            print(f"step {step:5d}  loss {losses[-1]:.4f}  lr {lr_at(step, cfg):.2e}  "
-                  f"scale {logit_scale.exp().item():.1f}")
+    last = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    while state.step < last:
+        step_start = time.perf_counter()
+        loss = train_step(model, optimizer, batches, cfg, device, state.step)
+        state.losses.append(loss)
+        metrics.write(state.step, loss, lr_at(state.step, cfg), model, cfg, time.perf_counter() - step_start)
+        state.step += 1
+        if cfg.save_every and state.step % cfg.save_every == 0 and state.step < last:
+            save_training_checkpoint(cfg.output, model, optimizer, cfg, state)
     batches.close()  # shuts down DataLoader workers
+    metrics.close()
     seconds = time.perf_counter() - start
-
+    losses = state.losses
     head, tail = losses[:10], losses[-10:]
-    print(f"done in {seconds:.1f}s: mean loss of first {len(head)} steps "
-          f"{statistics.fmean(head):.4f}, last {len(tail)} steps {statistics.fmean(tail):.4f}")
-    save_checkpoint(cfg.output, model, cfg, step=cfg.steps, losses=losses)
+    if losses:
+        print(f"done in {seconds:.1f}s: mean loss of first {len(head)} steps "
+              f"{statistics.fmean(head):.4f}, last {len(tail)} steps {statistics.fmean(tail):.4f}")
+    save_training_checkpoint(cfg.output, model, optimizer, cfg, state)
     print(f"saved {cfg.output}")
     return TrainResult(losses=losses, checkpoint=cfg.output, seconds=seconds)
+
+
+class MetricsLog:
+    """One JSON line per step (loss, lr, temperature, samples/s), and a printed line every
+    cfg.log_every steps."""
+
+    def __init__(self, path: str, append: bool):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a" if append else "w")
+
+    def write(self, step: int, loss: float, lr: float, model, cfg: TrainConfig, seconds: float) -> None:
+        scale = model.logit_scale.exp().item()
+        samples_per_s = cfg.batch_size * cfg.accum_steps / max(seconds, 1e-9)
+        self.file.write(json.dumps({"step": step, "loss": round(loss, 6), "lr": lr, "logit_scale": round(scale, 4),
+                                    "samples_per_s": round(samples_per_s, 1)}) + "\n")
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            print(f"step {step:5d}  loss {loss:.4f}  lr {lr:.2e}  scale {scale:.1f}  {samples_per_s:.0f} samples/s")
+
+    def close(self) -> None:
+        self.file.close()
 
 
 # ------------------------------------------------------------------ CLI
@@ -130,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs.update(required=True, default=None, metavar="DIR")
         elif f.name == "device":
             kwargs["choices"] = ["cpu", "cuda"]
+        elif f.name == "precision":
+            kwargs["choices"] = ["auto", "bf16", "fp32"]
         else:
             kwargs["help"] += " (default: %(default)s)"
         parser.add_argument(flag, dest=f.name, **kwargs)
