@@ -1,6 +1,8 @@
 """The distributed CLIP loss equals the single-process loss of the global batch, in value
 and in gradients: 2 gloo processes on CPU, rendezvous through a file (no network)."""
 
+import os
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -43,6 +45,7 @@ def worker(rank: int, store: str, results: str):
             tensor /= WORLD
         if rank == 0:
             torch.save({"loss": loss, "grads": grads}, results)
+        dist.barrier()  # neither rank tears the group down while the other still uses it
     finally:
         dist.destroy_process_group()
 
@@ -62,3 +65,42 @@ def test_a_rank_that_ignored_the_other_ranks_would_differ():
     """The check above can fail: the loss of each half alone is not the global loss."""
     halves = [loss_and_grads(slice(0, BATCH // 2))[0], loss_and_grads(slice(BATCH // 2, None))[0]]
     assert not torch.allclose(sum(halves) / 2, loss_and_grads(slice(None))[0], atol=1e-4)
+
+
+def test_ranks_get_disjoint_shards_covering_all():
+    from openwit.trainer.data import rank_shards
+
+    shards = [f"{i:05d}.tar" for i in range(7)]
+    parts = [rank_shards(shards, rank, 3) for rank in range(3)]
+    assert sorted(sum(parts, [])) == shards and all(parts)
+    with pytest.raises(ValueError, match="cannot feed 8 ranks"):
+        rank_shards(shards, 0, 8)
+
+
+def ddp_rank(rank: int, cfg):
+    """What torchrun sets up for each process, with a file rendezvous instead of TCP."""
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "GLOO_SOCKET_IFNAME": "lo"})
+    from openwit.trainer.train import train
+
+    train(cfg)
+
+
+@pytest.mark.timeout(240)
+def test_ddp_trains_with_two_cpu_ranks(tmp_path):
+    """The torchrun code path (WORLD_SIZE=2: DDP, gloo on CPU, per-rank shards, the gathered
+    loss): rank 0 logs and saves a plain (unwrapped) checkpoint."""
+    import json
+
+    from test_trainer import write_shards
+
+    from openwit.trainer.config import TrainConfig
+
+    shards = write_shards(tmp_path / "shards", num_samples=128, per_shard=32)
+    output = tmp_path / "ddp.pt"
+    cfg = TrainConfig(shards=str(shards), steps=4, batch_size=16, output=str(output), log_every=1,
+                      dist_init_method=f"file://{tmp_path / 'rendezvous'}")
+    mp.spawn(ddp_rank, args=(cfg,), nprocs=2, join=True)
+    steps = [json.loads(line) for line in (tmp_path / "ddp.pt.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [0, 1, 2, 3]
+    payload = torch.load(output, weights_only=True)
+    assert payload["step"] == 4 and not any(k.startswith("module.") for k in payload["model"])

@@ -40,6 +40,8 @@ class TrainConfig:
     log_file: str = _opt("", "JSONL metrics file (default: the checkpoint path + .jsonl)")
     save_every: int = _opt(0, "also write the checkpoint every N steps (0: only at the end)")
     resume: str = _opt("", "checkpoint to resume from: weights, optimiser, step, RNG and data position")
+    dist_init_method: str = _opt("env://", "torch.distributed rendezvous under torchrun (env:// reads "
+                                 "MASTER_ADDR/PORT; file:///path needs no network)")
     precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
     # model: image tower (tiny ViT)
     image_size: int = _opt(32, "input image side in pixels")

@@ -29,6 +29,7 @@ import webdataset as wds
 from PIL import Image
 
 from .config import TrainConfig
+from .loss import world
 from .tokenizer import encode
 
 log = logging.getLogger(__name__)
@@ -141,12 +142,22 @@ def decode_samples(samples, image_size: int, context_length: int, seed: int, epo
         yield image, torch.tensor(encode(caption, context_length), dtype=torch.long)
 
 
+def rank_shards(shards: list[str], rank: int, world_size: int) -> list[str]:
+    """This rank's shards: every world_size-th one, so ranks never share a shard. Each rank
+    needs at least one (and, with DataLoader workers, one per worker)."""
+    if len(shards) < world_size:
+        raise ValueError(f"{len(shards)} shards cannot feed {world_size} ranks without repeating samples; "
+                         "write more, smaller shards (--samples-per-shard)")
+    return shards[rank::world_size]
+
+
 def sample_pipeline(cfg: TrainConfig, epoch: int = 0, train: bool = True) -> wds.DataPipeline:
     """One pass over the shards, yielding (image [3,S,S], tokens [L]) pairs."""
     shards = list_shards(cfg.shards)
     stages = []
     if train:
-        random.Random(f"shards:{cfg.seed}:{epoch}").shuffle(shards)
+        random.Random(f"shards:{cfg.seed}:{epoch}").shuffle(shards)  # the same order on every rank
+        shards = rank_shards(shards, *world())
     stages += [wds.SimpleShardList(shards), wds.split_by_worker, wds.tarfile_to_samples()]
     if train:
         # Tar order is write order; the buffer breaks up runs of similar samples.

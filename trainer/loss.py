@@ -21,14 +21,31 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+class AllGather(torch.autograd.Function):
+    """Concatenate every rank's rows; the backward sums the incoming gradients over ranks
+    and hands each rank the rows it owns (a reduce-scatter)."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, local.contiguous())
+        ctx.rows = local.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # every rank's loss depends on every rank's rows
+        start = dist.get_rank() * ctx.rows
+        return grad[start:start + ctx.rows]
+
+
 def gather_features(image_features: torch.Tensor, text_features: torch.Tensor):
     """Every rank's features, in rank order, differentiable. Identity on one process."""
     _, size = world()
     if size == 1:
         return image_features, text_features
-    from torch.distributed.nn.functional import all_gather  # all_gather with a backward
-
-    return torch.cat(all_gather(image_features)), torch.cat(all_gather(text_features))
+    return AllGather.apply(image_features), AllGather.apply(text_features)
 
 
 def clip_loss(

@@ -6,13 +6,18 @@
 The loop reads top to bottom: seed, build model and optimiser (or resume them
 from a checkpoint), then for each step set the learning rate, run
 cfg.accum_steps micro-batches (bf16 autocast on CUDA), clip, step, clamp the
-temperature, and log a JSON line. DDP (torchrun) is issue 8's next increment;
-loss.clip_loss already gathers across ranks.
+temperature, and log a JSON line. Under torchrun every rank trains its own
+shards (data.rank_shards) with DDP; loss.clip_loss gathers every rank's
+features so the negatives are the global batch. Rank 0 logs and saves.
+
+    torchrun --nproc_per_node N -m openwit.trainer.train --shards DIR --device cuda ...
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import math
 import statistics
 import time
@@ -20,10 +25,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from .config import TrainConfig
 from .data import count_samples, train_batches
-from .loss import clip_loss
+from .loss import clip_loss, world
 from .model import CLIP, save_checkpoint
 
 
@@ -106,42 +112,68 @@ def resume_from(path: str, model, optimizer) -> TrainState:
 
 
 def train_step(model, optimizer, batches, cfg: TrainConfig, device: torch.device, step: int) -> float:
-    """One optimiser step over cfg.accum_steps micro-batches; -> the mean loss."""
+    """One optimiser step over cfg.accum_steps micro-batches; -> the mean loss. Under DDP
+    the gradients are all-reduced once, on the last micro-batch."""
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for _ in range(cfg.accum_steps):
+    for micro in range(cfg.accum_steps):
         images, tokens = next(batches)
-        with autocast(cfg, device):
-            image_features, text_features, logit_scale = model(images.to(device), tokens.to(device))
-            loss = clip_loss(image_features.float(), text_features.float(), logit_scale)
-        (loss / cfg.accum_steps).backward()
+        last = micro == cfg.accum_steps - 1
+        with (contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()):
+            with autocast(cfg, device):
+                image_features, text_features, logit_scale = model(images.to(device), tokens.to(device))
+                loss = clip_loss(image_features.float(), text_features.float(), logit_scale)
+            (loss / cfg.accum_steps).backward()
         total += loss.item() / cfg.accum_steps
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
-    model.clamp_logit_scale()
+    unwrap(model).clamp_logit_scale()
     return total
+
+
+def unwrap(model):
+    return getattr(model, "module", model)  # DDP wraps the model
+
+
+def setup_distributed(cfg: TrainConfig) -> torch.device:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA, gloo on CPU)
+    and pick this process's GPU. -> the device to train on."""
+    device = resolve_device(cfg.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=cfg.dist_init_method,
+                            rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    return device
 
 
 def train(cfg: TrainConfig, stop_at: int | None = None) -> TrainResult:
     """Train to cfg.steps (or stop after `stop_at` steps, saving a resumable checkpoint, as
     a run killed right after a save would leave it)."""
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)  # weights; data order and crops are seeded in data.py
+    device = setup_distributed(cfg)
+    rank, world_size = world()
+    torch.manual_seed(cfg.seed)  # weights (the same on every rank); data order and crops: data.py
     model = CLIP(cfg).to(device)
     # CLIP's AdamW settings: beta2 0.98 and eps 1e-6 are steadier for contrastive batches.
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
     )
     state = resume_from(cfg.resume, model, optimizer) if cfg.resume else TrainState()
+    if world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
+                                                          else None)
     num_params = sum(p.numel() for p in model.parameters())
-    print(f"training {num_params / 1e6:.2f}M params on {count_samples(cfg.shards)} samples "
-          f"from {cfg.shards}, steps {state.step}..{cfg.steps} of batch {cfg.batch_size}x{cfg.accum_steps} "
-          f"on {device}")
+    say(f"training {num_params / 1e6:.2f}M params on {count_samples(cfg.shards)} samples "
+        f"from {cfg.shards}, steps {state.step}..{cfg.steps} of batch {cfg.batch_size}x{cfg.accum_steps}"
+        f"x{world_size} ranks on {device}")
     batches = train_batches(cfg, skip=state.step * cfg.accum_steps)
-    metrics = MetricsLog(cfg.log_file or cfg.output + ".jsonl", append=bool(cfg.resume))
+    metrics = MetricsLog(cfg.log_file or cfg.output + ".jsonl", append=bool(cfg.resume)) if rank == 0 else None
     start = time.perf_counter()
     model.train()
     last = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
@@ -149,21 +181,32 @@ def train(cfg: TrainConfig, stop_at: int | None = None) -> TrainResult:
         step_start = time.perf_counter()
         loss = train_step(model, optimizer, batches, cfg, device, state.step)
         state.losses.append(loss)
-        metrics.write(state.step, loss, lr_at(state.step, cfg), model, cfg, time.perf_counter() - step_start)
+        if metrics:
+            metrics.write(state.step, loss, lr_at(state.step, cfg), unwrap(model), cfg,
+                          time.perf_counter() - step_start, world_size)
         state.step += 1
-        if cfg.save_every and state.step % cfg.save_every == 0 and state.step < last:
-            save_training_checkpoint(cfg.output, model, optimizer, cfg, state)
+        if cfg.save_every and state.step % cfg.save_every == 0 and state.step < last and rank == 0:
+            save_training_checkpoint(cfg.output, unwrap(model), optimizer, cfg, state)
     batches.close()  # shuts down DataLoader workers
-    metrics.close()
     seconds = time.perf_counter() - start
     losses = state.losses
     head, tail = losses[:10], losses[-10:]
     if losses:
-        print(f"done in {seconds:.1f}s: mean loss of first {len(head)} steps "
-              f"{statistics.fmean(head):.4f}, last {len(tail)} steps {statistics.fmean(tail):.4f}")
-    save_training_checkpoint(cfg.output, model, optimizer, cfg, state)
-    print(f"saved {cfg.output}")
+        say(f"done in {seconds:.1f}s: mean loss of first {len(head)} steps "
+            f"{statistics.fmean(head):.4f}, last {len(tail)} steps {statistics.fmean(tail):.4f}")
+    if rank == 0:
+        metrics.close()
+        save_training_checkpoint(cfg.output, unwrap(model), optimizer, cfg, state)
+        say(f"saved {cfg.output}")
+    if world_size > 1:
+        dist.barrier()  # rank 0 may still be saving: nobody tears the group down before it is done
+        dist.destroy_process_group()
     return TrainResult(losses=losses, checkpoint=cfg.output, seconds=seconds)
+
+
+def say(message: str) -> None:
+    if world()[0] == 0:
+        print(message, flush=True)
 
 
 class MetricsLog:
@@ -174,9 +217,10 @@ class MetricsLog:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "a" if append else "w")
 
-    def write(self, step: int, loss: float, lr: float, model, cfg: TrainConfig, seconds: float) -> None:
+    def write(self, step: int, loss: float, lr: float, model, cfg: TrainConfig, seconds: float,
+              world_size: int = 1) -> None:
         scale = model.logit_scale.exp().item()
-        samples_per_s = cfg.batch_size * cfg.accum_steps / max(seconds, 1e-9)
+        samples_per_s = cfg.batch_size * cfg.accum_steps * world_size / max(seconds, 1e-9)
         self.file.write(json.dumps({"step": step, "loss": round(loss, 6), "lr": lr, "logit_scale": round(scale, 4),
                                     "samples_per_s": round(samples_per_s, 1)}) + "\n")
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
