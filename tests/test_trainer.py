@@ -333,3 +333,49 @@ def test_a_weights_only_checkpoint_cannot_be_resumed(shards, tmp_path):
     torch.save(payload, path)
     with pytest.raises(ValueError, match="cannot be resumed"):
         train(tiny_config(shards, tmp_path / "x.pt", steps=2, resume=str(path)))
+
+
+def test_presets_and_flags(tmp_path):
+    from openwit.trainer.config import TrainConfig, preset
+    from openwit.trainer.model import CLIP
+
+    b32 = TrainConfig(**preset("b32"))
+    assert (b32.image_size, b32.patch_size, b32.vision_width, b32.context_length, b32.embed_dim) == (224, 32, 768, 77, 512)
+    model = CLIP(b32)
+    assert 87.8e6 < sum(p.numel() for p in model.visual.parameters()) < 87.9e6  # OpenAI's ViT-B/32 tower
+    # OpenAI's 151M less its 49,408 x 512 BPE token table (ours has 259 byte ids)
+    assert 126.0e6 < sum(p.numel() for p in model.parameters()) < 126.2e6
+    custom = tmp_path / "cfg.json"
+    custom.write_text(json.dumps({"vision_layers": 3, "batch_size": 8}))
+    assert preset(str(custom)) == {"vision_layers": 3, "batch_size": 8}
+    custom.write_text(json.dumps({"vision_layerz": 3}))
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        preset(str(custom))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(shards):
+    from openwit.trainer.loss import clip_loss
+    from openwit.trainer.model import CLIP
+
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = CLIP(TrainConfig(shards=str(shards), grad_checkpointing=checkpointing))
+        images, tokens = torch.randn(4, 3, 32, 32), torch.randint(1, 200, (4, 16))
+        clip_loss(*model(images, tokens)).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_cli_config_and_bool_flags(shards, tmp_path, capsys):
+    from openwit.trainer.train import main
+
+    custom = tmp_path / "cfg.json"
+    custom.write_text(json.dumps({"steps": 2, "batch_size": 16}))
+    out = tmp_path / "m.pt"
+    assert main(["--shards", str(shards), "--config", str(custom), "--output", str(out), "--grad-checkpointing",
+                 "--steps", "3"]) == 0
+    payload = torch.load(out, weights_only=True)
+    assert payload["step"] == 3 and payload["config"]["batch_size"] == 16 and payload["config"]["grad_checkpointing"]
+    lines = [json.loads(line) for line in (tmp_path / "m.pt.jsonl").read_text().splitlines()]
+    assert all(0 <= line["data_wait"] <= 1 for line in lines)

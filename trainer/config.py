@@ -42,6 +42,8 @@ class TrainConfig:
     resume: str = _opt("", "checkpoint to resume from: weights, optimiser, step, RNG and data position")
     dist_init_method: str = _opt("env://", "torch.distributed rendezvous under torchrun (env:// reads "
                                  "MASTER_ADDR/PORT; file:///path needs no network)")
+    compile: bool = _opt(False, "torch.compile the model (faster steps on GPU after a warm-up)")
+    grad_checkpointing: bool = _opt(False, "recompute transformer blocks in the backward: less memory, more time")
     precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
     # model: image tower (tiny ViT)
     image_size: int = _opt(32, "input image side in pixels")
@@ -65,3 +67,27 @@ class TrainConfig:
         """Rebuild from a checkpoint's dict, ignoring keys this version lacks."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# Model shapes by name for `--config`. b32 is OpenAI CLIP's ViT-B/32 (image 224, patch 32,
+# 12 x 768 vision, 12 x 512 text, 512-d joint space, context 77).
+PRESETS = {
+    "tiny": {},
+    "b32": dict(image_size=224, patch_size=32, vision_width=768, vision_layers=12, vision_heads=12,
+                context_length=77, text_width=512, text_layers=12, text_heads=8, embed_dim=512,
+                batch_size=256, lr=5e-4, warmup_steps=2000, weight_decay=0.2),
+}
+
+
+def preset(name_or_file: str) -> dict:
+    """Field values of a preset name, or of a JSON file of TrainConfig fields."""
+    import json
+
+    if name_or_file in PRESETS:
+        return dict(PRESETS[name_or_file])
+    with open(name_or_file) as f:
+        values = json.load(f)
+    unknown = set(values) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"{name_or_file}: unknown TrainConfig fields {sorted(unknown)}")
+    return values

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 import torch.nn.functional as F
 
 from .config import TrainConfig
@@ -58,6 +59,17 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def run_blocks(blocks, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    """Apply the blocks; with checkpointing, keep only block inputs for the backward and
+    recompute the rest (memory of one block instead of all)."""
+    for block in blocks:
+        if checkpointing and x.requires_grad:
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+        else:
+            x = block(x)
+    return x
+
+
 class VisionTransformer(nn.Module):
     def __init__(self, cfg: TrainConfig):
         super().__init__()
@@ -73,6 +85,7 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             Block(width, cfg.vision_heads, causal=False) for _ in range(cfg.vision_layers)
         )
+        self.checkpointing = cfg.grad_checkpointing
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Linear(width, cfg.embed_dim, bias=False)
 
@@ -80,9 +93,7 @@ class VisionTransformer(nn.Module):
         x = self.patch_embedding(images).flatten(2).transpose(1, 2)  # [B, patches, width]
         cls = self.class_embedding.expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding
-        x = self.ln_pre(x)
-        for block in self.blocks:
-            x = block(x)
+        x = run_blocks(self.blocks, self.ln_pre(x), self.checkpointing)
         return self.proj(self.ln_post(x[:, 0]))  # the class token summarises the image
 
 
@@ -95,14 +106,13 @@ class TextTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             Block(width, cfg.text_heads, causal=True) for _ in range(cfg.text_layers)
         )
+        self.checkpointing = cfg.grad_checkpointing
         self.ln_final = nn.LayerNorm(width)
         self.proj = nn.Linear(width, cfg.embed_dim, bias=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
-        for block in self.blocks:
-            x = block(x)
-        x = self.ln_final(x)
+        x = self.ln_final(run_blocks(self.blocks, x, self.checkpointing))
         # Causal attention means the EOT position has seen the whole caption and
         # none of the padding, so it is the caption's summary.
         pooled = x[torch.arange(x.shape[0], device=x.device), eot_positions(tokens)]

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .config import TrainConfig
+from .config import TrainConfig, preset
 from .data import count_samples, train_batches
 from .loss import clip_loss, world
 from .model import CLIP, save_checkpoint
@@ -111,15 +111,18 @@ def resume_from(path: str, model, optimizer) -> TrainState:
     return TrainState(step=payload["step"], losses=list(payload["losses"]))
 
 
-def train_step(model, optimizer, batches, cfg: TrainConfig, device: torch.device, step: int) -> float:
-    """One optimiser step over cfg.accum_steps micro-batches; -> the mean loss. Under DDP
+def train_step(model, optimizer, batches, cfg: TrainConfig, device: torch.device, step: int):
+    """One optimiser step over cfg.accum_steps micro-batches; -> (the mean loss, seconds spent
+    waiting for data). Under DDP
     the gradients are all-reduced once, on the last micro-batch."""
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
     optimizer.zero_grad(set_to_none=True)
-    total = 0.0
+    total, waited = 0.0, 0.0
     for micro in range(cfg.accum_steps):
+        wait_start = time.perf_counter()
         images, tokens = next(batches)
+        waited += time.perf_counter() - wait_start
         last = micro == cfg.accum_steps - 1
         with (contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()):
             with autocast(cfg, device):
@@ -131,11 +134,14 @@ def train_step(model, optimizer, batches, cfg: TrainConfig, device: torch.device
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
     unwrap(model).clamp_logit_scale()
-    return total
+    return total, waited
 
 
 def unwrap(model):
-    return getattr(model, "module", model)  # DDP wraps the model
+    """The CLIP inside DDP (.module) and torch.compile (._orig_mod) wrappers."""
+    for attribute in ("module", "_orig_mod", "module"):
+        model = getattr(model, attribute, model)
+    return model
 
 
 def setup_distributed(cfg: TrainConfig) -> torch.device:
@@ -165,6 +171,8 @@ def train(cfg: TrainConfig, stop_at: int | None = None) -> TrainResult:
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
     )
     state = resume_from(cfg.resume, model, optimizer) if cfg.resume else TrainState()
+    if cfg.compile:
+        model = torch.compile(model)  # the checkpoint still saves the plain module's weights
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
                                                           else None)
@@ -179,11 +187,11 @@ def train(cfg: TrainConfig, stop_at: int | None = None) -> TrainResult:
     last = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     while state.step < last:
         step_start = time.perf_counter()
-        loss = train_step(model, optimizer, batches, cfg, device, state.step)
+        loss, waited = train_step(model, optimizer, batches, cfg, device, state.step)
         state.losses.append(loss)
         if metrics:
             metrics.write(state.step, loss, lr_at(state.step, cfg), unwrap(model), cfg,
-                          time.perf_counter() - step_start, world_size)
+                          time.perf_counter() - step_start, waited, world_size)
         state.step += 1
         if cfg.save_every and state.step % cfg.save_every == 0 and state.step < last and rank == 0:
             save_training_checkpoint(cfg.output, unwrap(model), optimizer, cfg, state)
@@ -210,7 +218,8 @@ def say(message: str) -> None:
 
 
 class MetricsLog:
-    """One JSON line per step (loss, lr, temperature, samples/s), and a printed line every
+    """One JSON line per step (loss, lr, temperature, samples/s, the fraction of the step spent
+    waiting for data), and a printed line every
     cfg.log_every steps."""
 
     def __init__(self, path: str, append: bool):
@@ -218,11 +227,12 @@ class MetricsLog:
         self.file = open(path, "a" if append else "w")
 
     def write(self, step: int, loss: float, lr: float, model, cfg: TrainConfig, seconds: float,
-              world_size: int = 1) -> None:
+              waited: float, world_size: int = 1) -> None:
         scale = model.logit_scale.exp().item()
         samples_per_s = cfg.batch_size * cfg.accum_steps * world_size / max(seconds, 1e-9)
         self.file.write(json.dumps({"step": step, "loss": round(loss, 6), "lr": lr, "logit_scale": round(scale, 4),
-                                    "samples_per_s": round(samples_per_s, 1)}) + "\n")
+                                    "samples_per_s": round(samples_per_s, 1),
+                                    "data_wait": round(waited / max(seconds, 1e-9), 4)}) + "\n")
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             print(f"step {step:5d}  loss {loss:.4f}  lr {lr:.2e}  scale {scale:.1f}  {samples_per_s:.0f} samples/s")
 
@@ -236,12 +246,14 @@ class MetricsLog:
 def build_parser() -> argparse.ArgumentParser:
     """One --flag per TrainConfig field (shards -> --shards, batch_size -> --batch-size)."""
     parser = argparse.ArgumentParser(
-        prog="openwit train", description="Train a tiny CLIP on WebDataset shards."
+        prog="openwit train", description="Train a CLIP on WebDataset shards (torchrun for DDP)."
     )
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kwargs = {"type": type(f.default), "default": f.default, "help": f.metadata["help"]}
-        if f.name == "shards":
+        if isinstance(f.default, bool):
+            kwargs = {"action": "store_true", "default": f.default, "help": f.metadata["help"]}
+        elif f.name == "shards":
             kwargs.update(required=True, default=None, metavar="DIR")
         elif f.name == "device":
             kwargs["choices"] = ["cpu", "cuda"]
@@ -254,8 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    train(TrainConfig(**vars(args)))
+    """--config tiny|b32|FILE sets the defaults; explicit flags override them."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default="tiny")
+    known, rest = pre.parse_known_args(argv)
+    parser = build_parser()
+    parser.add_argument("--config", default="tiny", help="preset: tiny (default), b32 (ViT-B/32), or a JSON file "
+                        "of these fields; flags given here override it")
+    parser.set_defaults(**preset(known.config))
+    args = vars(parser.parse_args(rest + ["--config", known.config]))
+    args.pop("config")
+    train(TrainConfig(**args))
     return 0
 
 
