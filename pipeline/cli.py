@@ -15,7 +15,7 @@ commands:
   hashes     perceptual hashes of an eval set for curate --decontaminate (hashes export DIR -o F)
   vocab      build or verify the shipped query vocabulary (vocab build | vocab verify)
   train      train the contrastive model on a directory of shards
-  evaluate   zero-shot accuracy of a checkpoint on a labelled held-out directory
+  eval       zero-shot accuracy and retrieval recall of a checkpoint (alias: evaluate)
 
 Run `openwit COMMAND --help` for a command's options."""
 
@@ -147,7 +147,7 @@ def evaluate_main(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "hashes": hashes_main, "takedown": takedown_main, "vocab": vocab_main, "train": train_main,
+COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "hashes": hashes_main, "takedown": takedown_main, "vocab": vocab_main, "train": train_main, "eval": evaluate_main,
             "evaluate": evaluate_main}
 
 

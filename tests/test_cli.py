@@ -7,13 +7,16 @@ from openwit.pipeline.options import parse_curate_args
 def test_top_level_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("demo", "curate", "audit", "vocab", "train", "evaluate"):
+    for command in ("demo", "curate", "audit", "hashes", "takedown", "vocab", "train", "eval"):
         assert command in out
 
 
 @pytest.mark.parametrize("argv", [["demo", "--help"], ["curate", "--help"], ["audit", "--help"],
                                   ["audit", "summary", "--help"], ["vocab", "build", "--help"],
-                                  ["vocab", "verify", "--help"], ["train", "--help"], ["evaluate", "--help"]])
+                                  ["vocab", "verify", "--help"], ["train", "--help"], ["evaluate", "--help"],
+                                  ["eval", "--help"], ["audit", "trace", "--help"], ["audit", "verify", "--help"],
+                                  ["audit", "report", "--help"], ["audit", "croissant", "--help"],
+                                  ["takedown", "--help"], ["hashes", "export", "--help"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

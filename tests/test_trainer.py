@@ -379,3 +379,42 @@ def test_cli_config_and_bool_flags(shards, tmp_path, capsys):
     assert payload["step"] == 3 and payload["config"]["batch_size"] == 16 and payload["config"]["grad_checkpointing"]
     lines = [json.loads(line) for line in (tmp_path / "m.pt.jsonl").read_text().splitlines()]
     assert all(0 <= line["data_wait"] <= 1 for line in lines)
+
+
+# ------------------------------------------------------------ evaluation
+
+
+def test_retrieval_recall_of_a_trained_model(trained, shards):
+    from openwit.trainer.evaluate import retrieval_recall
+    from openwit.trainer.model import load_checkpoint
+
+    model, cfg = load_checkpoint(trained.checkpoint)
+    recall = retrieval_recall(model, cfg, str(shards))
+    assert recall["samples"] == 256
+    for direction in ("image_to_text", "text_to_image"):
+        r1, r5, r10 = (recall[f"{direction}_R@{k}"] for k in (1, 5, 10))
+        assert 0 <= r1 <= r5 <= r10 <= 1
+        assert r10 > 3 * 10 / 256  # well above chance for 256 candidates
+
+
+def test_zero_shot_on_shards_with_a_cls_label(trained, tmp_path):
+    from openwit.trainer.evaluate import zero_shot_accuracy
+
+    out = tmp_path / "labelled"
+    out.mkdir()
+    rng = random.Random(3)
+    with wds.TarWriter(str(out / "00000.tar")) as sink:
+        for i in range(48):
+            shape, colour, background = random_example(rng)
+            image = io.BytesIO()
+            draw_shape(shape, colour, background, 64, rng).save(image, format="JPEG", quality=90)
+            sink.write({"__key__": f"{i:04d}", "jpg": image.getvalue(), "cls": colour.encode()})
+    accuracy = zero_shot_accuracy(trained.checkpoint, str(out))
+    assert accuracy > 1.5 / len(COLOURS)
+
+
+def test_periodic_evaluation_is_logged(shards, tmp_path):
+    out = tmp_path / "e.pt"
+    train(tiny_config(shards, out, steps=4, eval_every=2, eval_shards=str(shards)))
+    evals = [json.loads(line) for line in (tmp_path / "e.pt.jsonl").read_text().splitlines() if "eval" in line]
+    assert [e["step"] for e in evals] == [2, 4] and "image_to_text_R@5" in evals[-1]["eval"]

@@ -42,6 +42,9 @@ class TrainConfig:
     resume: str = _opt("", "checkpoint to resume from: weights, optimiser, step, RNG and data position")
     dist_init_method: str = _opt("env://", "torch.distributed rendezvous under torchrun (env:// reads "
                                  "MASTER_ADDR/PORT; file:///path needs no network)")
+    eval_every: int = _opt(0, "evaluate every N steps and at the end (0: never); needs --eval-heldout/--eval-shards")
+    eval_heldout: str = _opt("", "zero-shot set for periodic evaluation (labels.csv folder or labelled shards)")
+    eval_shards: str = _opt("", "held-out shards for periodic retrieval recall@1/5/10")
     compile: bool = _opt(False, "torch.compile the model (faster steps on GPU after a warm-up)")
     grad_checkpointing: bool = _opt(False, "recompute transformer blocks in the backward: less memory, more time")
     precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")

@@ -1,23 +1,33 @@
-"""Zero-shot classification of a held-out labelled image folder.
+"""Evaluation: zero-shot classification and image<->text retrieval.
 
-    openwit evaluate --checkpoint CKPT --heldout DIR
+    openwit eval --checkpoint CKPT [--heldout DIR] [--retrieval-shards DIR]
 
-DIR holds `labels.csv` (header `file,label`, file relative to DIR) and the
-images. Each class gets a text embedding: the mean of its prompts ("a photo
-of a {}.", ...), renormalised, as in the CLIP paper's prompt ensembling. An
-image is assigned the class with the highest cosine similarity.
+Zero-shot: DIR holds `labels.csv` (header `file,label`, file relative to DIR) and
+the images, or DIR is a shard directory whose samples carry a label (a `cls`
+member, as webdataset classification sets have, or `label` in KEY.json). Each
+class gets a text embedding: the mean of its prompts ("a photo of a {}.", ...),
+renormalised, as in the CLIP paper's prompt ensembling. An image is assigned
+the class with the highest cosine similarity.
+
+Retrieval: on held-out shards, recall@1/5/10 of the right caption for each
+image (image->text) and of the right image for each caption (text->image),
+among all the samples read.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import io
+import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import webdataset as wds
 from PIL import Image
 
-from .data import eval_transform
+from .data import IMAGE_EXTENSIONS, eval_transform, list_shards, sample_pipeline
 from .model import CLIP, load_checkpoint
 from .tokenizer import tokenize
 
@@ -50,39 +60,102 @@ def class_embeddings(model: CLIP, classnames: list[str], templates, context_leng
     return F.normalize(torch.stack(per_class), dim=-1)
 
 
+def labelled_images(heldout: str | Path) -> list[tuple[Image.Image, str]]:
+    """(image, label) pairs from a labels.csv folder or from labelled shards."""
+    heldout = Path(heldout)
+    if (heldout / "labels.csv").exists():
+        return [(Image.open(path), label) for path, label in read_labels(heldout)]
+    pairs = []
+    for sample in wds.WebDataset(list_shards(heldout), shardshuffle=False):
+        image_ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
+        label = sample_label(sample)
+        if image_ext and label is not None:
+            pairs.append((Image.open(io.BytesIO(sample[image_ext])), label))
+    if not pairs:
+        raise ValueError(f"{heldout} has neither labels.csv nor shard samples with a cls or json label")
+    return pairs
+
+
+def sample_label(sample: dict):
+    if "cls" in sample:
+        return sample["cls"].decode("utf-8").strip()
+    if "json" in sample:
+        label = json.loads(sample["json"]).get("label")
+        return None if label is None else str(label)
+    return None
+
+
 @torch.no_grad()
-def zero_shot_accuracy(
-    checkpoint: str, heldout_dir: str, device: str = "cpu", templates=TEMPLATES, batch_size: int = 64
-) -> float:
-    """Fraction of held-out images whose nearest class prompt is their label."""
-    model, cfg = load_checkpoint(checkpoint, device)
-    rows = read_labels(heldout_dir)
-    classnames = sorted({label for _, label in rows})
+def zero_shot(model: CLIP, cfg, pairs: list, templates=TEMPLATES, batch_size: int = 64) -> float:
+    """Fraction of images whose nearest class prompt is their label."""
+    device = model.logit_scale.device
+    classnames = sorted({label for _, label in pairs})
     text = class_embeddings(model, classnames, templates, cfg.context_length)
     correct = 0
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        images = torch.stack([eval_transform(Image.open(path), cfg.image_size) for path, _ in chunk])
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        images = torch.stack([eval_transform(image, cfg.image_size) for image, _ in chunk])
         predicted = (model.encode_image(images.to(device)) @ text.T).argmax(dim=-1).tolist()
         correct += sum(classnames[p] == label for p, (_, label) in zip(predicted, chunk))
-    return correct / len(rows)
+    return correct / len(pairs)
+
+
+def zero_shot_accuracy(checkpoint: str, heldout_dir: str, device: str = "cpu", templates=TEMPLATES) -> float:
+    model, cfg = load_checkpoint(checkpoint, device)
+    return zero_shot(model, cfg, labelled_images(heldout_dir), templates)
+
+
+@torch.no_grad()
+def retrieval_recall(model: CLIP, cfg, shards_dir: str, ks=(1, 5, 10), max_samples: int = 5000) -> dict:
+    """{"image_to_text_R@k": ..., "text_to_image_R@k": ...} over the first max_samples
+    held-out samples (eval transform, no shuffle)."""
+    device = model.logit_scale.device
+    eval_cfg = dataclasses.replace(cfg, shards=str(shards_dir))
+    images, texts = [], []
+    batches = sample_pipeline(eval_cfg, train=False).compose(wds.batched(256, partial=True))
+    for image_batch, token_batch in batches:
+        images.append(model.encode_image(image_batch.to(device)))
+        texts.append(model.encode_text(token_batch.to(device)))
+        if sum(len(b) for b in images) >= max_samples:
+            break
+    image_f = torch.cat(images)[:max_samples]
+    text_f = torch.cat(texts)[:max_samples]
+    similarity = image_f @ text_f.T
+    truth = torch.arange(len(image_f), device=similarity.device)
+    result = {"samples": len(image_f)}
+    for direction, scores in (("image_to_text", similarity), ("text_to_image", similarity.T)):
+        # rank of the right answer: how many candidates score strictly higher
+        rank = (scores > scores[truth, truth].unsqueeze(1)).sum(dim=1)
+        for k in ks:
+            result[f"{direction}_R@{k}"] = (rank < k).float().mean().item()
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="openwit evaluate", description="Zero-shot accuracy of a CLIP checkpoint."
+        prog="openwit eval", description="Zero-shot accuracy and retrieval recall of a CLIP checkpoint."
     )
     parser.add_argument("--checkpoint", required=True, help="file written by openwit train")
-    parser.add_argument("--heldout", required=True, metavar="DIR", help="folder with labels.csv and images")
+    parser.add_argument("--heldout", metavar="DIR", help="labels.csv folder, or shards with cls/json labels")
+    parser.add_argument("--retrieval-shards", metavar="DIR", help="held-out shards for image<->text recall@1/5/10")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    accuracy = zero_shot_accuracy(args.checkpoint, args.heldout, device=args.device)
-    num_classes = len({label for _, label in read_labels(args.heldout)})
-    print(f"zero-shot accuracy {accuracy:.4f} over {num_classes} classes (chance {1 / num_classes:.4f})")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (args.heldout or args.retrieval_shards):
+        parser.error("give --heldout and/or --retrieval-shards")
+    model, cfg = load_checkpoint(args.checkpoint, args.device)
+    if args.heldout:
+        pairs = labelled_images(args.heldout)
+        num_classes = len({label for _, label in pairs})
+        accuracy = zero_shot(model, cfg, pairs)
+        print(f"zero-shot accuracy {accuracy:.4f} over {num_classes} classes (chance {1 / num_classes:.4f})")
+    if args.retrieval_shards:
+        recall = retrieval_recall(model, cfg, args.retrieval_shards)
+        print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in recall.items()))
     return 0
 
 

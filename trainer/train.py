@@ -193,6 +193,8 @@ def train(cfg: TrainConfig, stop_at: int | None = None) -> TrainResult:
             metrics.write(state.step, loss, lr_at(state.step, cfg), unwrap(model), cfg,
                           time.perf_counter() - step_start, waited, world_size)
         state.step += 1
+        if metrics and cfg.eval_every and (state.step % cfg.eval_every == 0 or state.step == last):
+            metrics.record({"step": state.step, "eval": evaluate_now(unwrap(model), cfg)})
         if cfg.save_every and state.step % cfg.save_every == 0 and state.step < last and rank == 0:
             save_training_checkpoint(cfg.output, unwrap(model), optimizer, cfg, state)
     batches.close()  # shuts down DataLoader workers
@@ -236,8 +238,26 @@ class MetricsLog:
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             print(f"step {step:5d}  loss {loss:.4f}  lr {lr:.2e}  scale {scale:.1f}  {samples_per_s:.0f} samples/s")
 
+    def record(self, values: dict) -> None:
+        self.file.write(json.dumps(values) + "\n")
+        print("eval", json.dumps(values["eval"]), flush=True)
+
     def close(self) -> None:
         self.file.close()
+
+
+def evaluate_now(model, cfg: TrainConfig) -> dict:
+    """Zero-shot accuracy and retrieval recall of the model being trained (rank 0 only)."""
+    from .evaluate import labelled_images, retrieval_recall, zero_shot
+
+    model.eval()
+    results = {}
+    if cfg.eval_heldout:
+        results["zero_shot"] = zero_shot(model, cfg, labelled_images(cfg.eval_heldout))
+    if cfg.eval_shards:
+        results.update(retrieval_recall(model, cfg, cfg.eval_shards))
+    model.train()
+    return results
 
 
 # ------------------------------------------------------------------ CLI
