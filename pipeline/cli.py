@@ -16,6 +16,7 @@ commands:
   vocab      build or verify the shipped query vocabulary (vocab build | vocab verify)
   train      train the contrastive model on a directory of shards
   eval       zero-shot accuracy and retrieval recall of a checkpoint (alias: evaluate)
+  plot       training curves of a run's metrics (CKPT.jsonl) as one HTML page
 
 Run `openwit COMMAND --help` for a command's options."""
 
@@ -141,13 +142,19 @@ def train_main(argv: list[str]) -> int:
     return main(argv)
 
 
+def plot_main(argv: list[str]) -> int:
+    from openwit.trainer.plot import main
+
+    return main(argv)
+
+
 def evaluate_main(argv: list[str]) -> int:
     from openwit.trainer.evaluate import main
 
     return main(argv)
 
 
-COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "hashes": hashes_main, "takedown": takedown_main, "vocab": vocab_main, "train": train_main, "eval": evaluate_main,
+COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "hashes": hashes_main, "takedown": takedown_main, "vocab": vocab_main, "train": train_main, "eval": evaluate_main, "plot": plot_main,
             "evaluate": evaluate_main}
 
 

@@ -418,3 +418,17 @@ def test_periodic_evaluation_is_logged(shards, tmp_path):
     train(tiny_config(shards, out, steps=4, eval_every=2, eval_shards=str(shards)))
     evals = [json.loads(line) for line in (tmp_path / "e.pt.jsonl").read_text().splitlines() if "eval" in line]
     assert [e["step"] for e in evals] == [2, 4] and "image_to_text_R@5" in evals[-1]["eval"]
+
+
+def test_plot_draws_every_curve_and_evaluation(shards, tmp_path):
+    from openwit.pipeline.cli import main as cli
+
+    out = tmp_path / "p.pt"
+    train(tiny_config(shards, out, steps=4, eval_every=2, eval_shards=str(shards)))
+    page = tmp_path / "curves.html"
+    assert cli(["plot", str(tmp_path / "p.pt.jsonl"), "-o", str(page)]) == 0
+    text = page.read_text()
+    for chart in ("curve-loss", "curve-lr", "curve-logit_scale", "curve-samples_per_s", "curve-data_wait",
+                  "eval-image_to_text_R-1"):
+        assert f'id="{chart}"' in text, chart
+    assert text.count("<polyline") >= 6
