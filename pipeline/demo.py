@@ -7,6 +7,7 @@ on a held-out set that is not in the shards, and prints where everything is.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import pyarrow as pa
@@ -21,9 +22,9 @@ from openwit.pipeline.options import parse_curate_args
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="openwit demo", description=__doc__.splitlines()[0])
     p.add_argument("--output", default="demo_out", help="output directory (default: demo_out)")
-    p.add_argument("--images", type=int, default=300, help="images in the synthetic web")
+    p.add_argument("--images", type=int, default=600, help="images in the synthetic web")
     p.add_argument("--threshold", type=int, default=40, help="balancing cap t for the demo's small pool")
-    p.add_argument("--steps", type=int, default=500, help="training steps on the shards (0: skip training)")
+    p.add_argument("--steps", type=int, default=1000, help="training steps on the shards (0: skip training)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a different demo's output")
     return p
@@ -95,6 +96,10 @@ def main(argv=None) -> int:
     print(f"manifest    {os.path.join(cfg.output, 'manifest.json')}")
     print(f"held-out    {heldout}  ({len(demo_web.SHAPES)} shape classes, not in the shards)")
     if accuracy is not None:
+        chance = 1 / len(demo_web.SHAPES)
+        with open(os.path.join(out, "zero_shot.json"), "w") as f:
+            json.dump({"accuracy": accuracy, "chance": chance, "classes": len(demo_web.SHAPES),
+                       "steps": args.steps, "seed": args.seed}, f, indent=1)
         print(f"checkpoint  {checkpoint}")
-        print(f"zero-shot   {accuracy:.1%} on the held-out shapes (chance {1 / len(demo_web.SHAPES):.1%})")
+        print(f"zero-shot   {accuracy:.1%} on the held-out shapes (chance {chance:.1%})")
     return 0

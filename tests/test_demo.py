@@ -59,3 +59,13 @@ def test_demo_refuses_a_foreign_directory(tmp_path):
     with pytest.raises(SystemExit, match="--overwrite"):
         main(["demo", "--output", str(tmp_path)])
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.timeout(600)
+def test_the_default_demo_trains_a_model_at_least_twice_chance(tmp_path):
+    """The demo as the README runs it: 600 images, 1,000 CPU steps. Measured 34-44% over
+    seeds 0-2 on 8 shape classes (chance 12.5%); the bar is 2x chance."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--output", str(out)]) == 0
+    result = json.loads((out / "zero_shot.json").read_text())
+    assert result["classes"] == 8 and result["accuracy"] >= 2 * result["chance"], result
