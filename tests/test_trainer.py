@@ -432,3 +432,13 @@ def test_plot_draws_every_curve_and_evaluation(shards, tmp_path):
                   "eval-image_to_text_R-1"):
         assert f'id="{chart}"' in text, chart
     assert text.count("<polyline") >= 6
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(shards, tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(SystemExit, match="needs the tensorboard package"):
+        train(tiny_config(shards, tmp_path / "t.pt", steps=1, tensorboard=str(tmp_path / "tb")))

@@ -37,6 +37,8 @@ class TrainConfig:
     seed: int = _opt(0, "seed for weights, data order and augmentation")
     output: str = _opt("checkpoints/tiny_clip.pt", "where to write the checkpoint")
     log_every: int = _opt(10, "print the loss every N steps")
+    tensorboard: str = _opt("", "also write the metrics as TensorBoard events to this directory "
+                            "(needs the tensorboard package)")
     log_file: str = _opt("", "JSONL metrics file (default: the checkpoint path + .jsonl)")
     save_every: int = _opt(0, "also write the checkpoint every N steps (0: only at the end)")
     resume: str = _opt("", "checkpoint to resume from: weights, optimiser, step, RNG and data position")
@@ -55,7 +57,7 @@ class TrainConfig:
     vision_layers: int = _opt(2, "image transformer blocks")
     vision_heads: int = _opt(2, "image transformer attention heads")
     # model: text tower (causal transformer over bytes)
-    context_length: int = _opt(64, "text tokens per caption, including start/end")
+    context_length: int = _opt(77, "text tokens (bytes) per caption, including start/end (CLIP's 77)")
     text_width: int = _opt(64, "text transformer width")
     text_layers: int = _opt(2, "text transformer blocks")
     text_heads: int = _opt(2, "text transformer attention heads")

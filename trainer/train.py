@@ -20,6 +20,7 @@ import json
 import os
 import math
 import statistics
+import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -181,7 +182,8 @@ def train(cfg: TrainConfig, stop_at: int | None = None) -> TrainResult:
         f"from {cfg.shards}, steps {state.step}..{cfg.steps} of batch {cfg.batch_size}x{cfg.accum_steps}"
         f"x{world_size} ranks on {device}")
     batches = train_batches(cfg, skip=state.step * cfg.accum_steps)
-    metrics = MetricsLog(cfg.log_file or cfg.output + ".jsonl", append=bool(cfg.resume)) if rank == 0 else None
+    metrics = MetricsLog(cfg.log_file or cfg.output + ".jsonl", append=bool(cfg.resume), tensorboard=cfg.tensorboard,
+                         steps=(state.step, cfg.steps)) if rank == 0 else None
     start = time.perf_counter()
     model.train()
     last = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
@@ -221,12 +223,16 @@ def say(message: str) -> None:
 
 class MetricsLog:
     """One JSON line per step (loss, lr, temperature, samples/s, the fraction of the step spent
-    waiting for data), and a printed line every
-    cfg.log_every steps."""
+    waiting for data), a printed line every cfg.log_every steps, a progress bar when the
+    output is a terminal, and TensorBoard events if asked for."""
 
-    def __init__(self, path: str, append: bool):
+    def __init__(self, path: str, append: bool, tensorboard: str = "", steps=(0, 0)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "a" if append else "w")
+        self.board = tensorboard_writer(tensorboard)
+        from tqdm import tqdm
+
+        self.bar = tqdm(initial=steps[0], total=steps[1], unit="step", disable=not sys.stdout.isatty())
 
     def write(self, step: int, loss: float, lr: float, model, cfg: TrainConfig, seconds: float,
               waited: float, world_size: int = 1) -> None:
@@ -235,15 +241,33 @@ class MetricsLog:
         self.file.write(json.dumps({"step": step, "loss": round(loss, 6), "lr": lr, "logit_scale": round(scale, 4),
                                     "samples_per_s": round(samples_per_s, 1),
                                     "data_wait": round(waited / max(seconds, 1e-9), 4)}) + "\n")
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        if self.board:
+            for name, value in (("loss", loss), ("lr", lr), ("logit_scale", scale), ("samples_per_s", samples_per_s)):
+                self.board.add_scalar(f"train/{name}", value, step)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            print(f"step {step:5d}  loss {loss:.4f}  lr {lr:.2e}  scale {scale:.1f}  {samples_per_s:.0f} samples/s")
+            self.bar.write(f"step {step:5d}  loss {loss:.4f}  lr {lr:.2e}  scale {scale:.1f}  {samples_per_s:.0f} samples/s")
 
     def record(self, values: dict) -> None:
         self.file.write(json.dumps(values) + "\n")
         print("eval", json.dumps(values["eval"]), flush=True)
 
     def close(self) -> None:
+        self.bar.close()
         self.file.close()
+        if self.board:
+            self.board.close()
+
+
+def tensorboard_writer(directory: str):
+    if not directory:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise SystemExit(f"--tensorboard needs the tensorboard package (pip install tensorboard): {err}") from None
+    return SummaryWriter(directory)
 
 
 def evaluate_now(model, cfg: TrainConfig) -> dict:
