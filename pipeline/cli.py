@@ -9,6 +9,7 @@ USAGE = """usage: openwit COMMAND [options]
 
 commands:
   demo       build a small synthetic web on 127.0.0.1, curate it, train on the shards
+  extract    image/alt-text candidates from Common Crawl WARC or WAT files into Parquet
   curate     curate (image url, caption) candidates into WebDataset shards with a ledger
   audit      answers from an output directory: summary | trace | verify | report | croissant
   takedown   remove candidates (by URL, uid or domain) from a released output
@@ -118,6 +119,30 @@ def takedown_main(argv: list[str]) -> int:
     return main(argv)
 
 
+def extract_main(argv: list[str]) -> int:
+    """Candidates from WARC/WAT files (or any curate input) into one Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from openwit.pipeline.stages import read
+
+    parser = argparse.ArgumentParser(prog="openwit extract", description=extract_main.__doc__)
+    parser.add_argument("inputs", nargs="+", help="WARC/WAT files or globs (.warc.gz, .wat.gz, ...)")
+    parser.add_argument("-o", "--output", required=True, help="candidates.parquet to write")
+    parser.add_argument("--input-format", choices=read.FORMATS, default=None)
+    args = parser.parse_args(argv)
+    cfg = read.ReadConfig(input_format=args.input_format)
+    rows = [{"url": r.url, "caption": r.caption, "page_url": r.page_url, "source": r.source,
+             "error": None if r.status != "dropped" else f"{r.reason}: {r.detail or ''}".strip(": ")}
+            for path, name in read.expand_inputs(args.inputs) for r in read.read_candidates(path, name, cfg)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in
+                                                                 ("url", "caption", "page_url", "source", "error")])),
+                   args.output)
+    errors = sum(1 for row in rows if row["error"])
+    print(f"{len(rows) - errors} candidates, {errors} unusable rows (with their error) -> {args.output}")
+    return 0
+
+
 def hashes_main(argv: list[str]) -> int:
     from openwit.pipeline.hashes import main
 
@@ -154,7 +179,7 @@ def evaluate_main(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "hashes": hashes_main, "takedown": takedown_main, "vocab": vocab_main, "train": train_main, "eval": evaluate_main, "plot": plot_main,
+COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "hashes": hashes_main, "extract": extract_main, "takedown": takedown_main, "vocab": vocab_main, "train": train_main, "eval": evaluate_main, "plot": plot_main,
             "evaluate": evaluate_main}
 
 

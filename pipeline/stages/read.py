@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from openwit.schemas.record import Record, drop, make_uid
 
-FORMATS = ("parquet", "jsonl", "csv", "tsv")
+FORMATS = ("parquet", "jsonl", "csv", "tsv", "warc", "wat")
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the 128 KiB default would end a run on one long caption
 
 
@@ -37,7 +37,7 @@ def detect_format(path: str) -> str:
     if name.endswith(".gz"):
         name = name[:-3]
     for fmt, exts in (("parquet", (".parquet",)), ("jsonl", (".jsonl", ".json")), ("csv", (".csv",)),
-                      ("tsv", (".tsv", ".txt"))):
+                      ("tsv", (".tsv", ".txt")), ("wat", (".wat", ".warc.wat")), ("warc", (".warc", ".arc"))):
         if name.endswith(exts):
             return fmt
     raise ValueError(f"cannot tell the format of {path!r}; pass --input-format ({', '.join(FORMATS)})")
@@ -45,6 +45,9 @@ def detect_format(path: str) -> str:
 
 def read_rows(path: str, fmt: str, cfg: ReadConfig) -> Iterator[dict]:
     """Yield the rows of one input file as dicts, in file order."""
+    if fmt in ("warc", "wat"):
+        yield from _archive_rows(path, fmt, cfg)
+        return
     with FileSystems.open(path) as raw:  # decompresses .gz by extension
         data = raw.read()
     if fmt == "parquet":
@@ -63,6 +66,21 @@ def read_rows(path: str, fmt: str, cfg: ReadConfig) -> Iterator[dict]:
     if fmt not in ("csv", "tsv"):
         raise ValueError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
     yield from _delimited_rows(text, path, fmt, cfg)
+
+
+def _archive_rows(path: str, fmt: str, cfg: ReadConfig) -> Iterator[dict]:
+    """WARC/WAT candidates as rows under the configured column names. warcio reads the
+    per-record gzip members itself, so the file is opened without decompression."""
+    from apache_beam.io.filesystem import CompressionTypes
+
+    from openwit.pipeline.stages import extract
+
+    rows = extract.warc_rows if fmt == "warc" else extract.wat_rows
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        for row in rows(raw):
+            renamed = {cfg.url_col: row.get("url"), cfg.caption_col: row.get("caption"),
+                       cfg.page_url_col: row.get("page_url")}
+            yield {**renamed, **{k: v for k, v in row.items() if k.startswith("__")}}
 
 
 def _delimited_rows(text: str, path: str, fmt: str, cfg: ReadConfig) -> Iterator[dict]:
@@ -91,6 +109,7 @@ def _parse_json_line(line: str, path: str, line_number: int) -> dict:
 
 
 _MALFORMED = "__malformed__"
+_SOURCE = "__source__"  # e.g. the WARC record id a candidate came from
 
 
 def _text(value) -> str:
@@ -115,7 +134,7 @@ def make_candidate(row: dict, source_name: str, row_number: int, cfg: ReadConfig
         url=url,
         caption=caption,
         page_url=_text(row.get(cfg.page_url_col)) or None,
-        source=f"{source_name}:{row_number}",
+        source=f"{source_name}:{row_number}" + (f" {row[_SOURCE]}" if row.get(_SOURCE) else ""),
     )
     if _MALFORMED in row:
         return drop(record, "malformed_row", row[_MALFORMED])
