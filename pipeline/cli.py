@@ -27,6 +27,16 @@ def curate_main(argv: list[str]) -> int:
     from openwit.pipeline.audit import summary_text
     from openwit.pipeline.options import parse_curate_args
 
+    if "--dry-run" in argv:
+        from openwit.pipeline.dry_run import dry_run
+
+        cfg, _ = parse_curate_args([a for a in argv if a != "--dry-run"])
+        try:
+            print(dry_run(cfg))
+        except (FileNotFoundError, ValueError) as err:
+            print(f"openwit curate --dry-run: {err}", file=sys.stderr)
+            return 2
+        return 0
     cfg, beam_args = parse_curate_args(argv)
     try:
         curate(cfg, beam_args, ["curate"] + argv)

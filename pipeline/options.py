@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-shard", type=int, default=10_000)
     p.add_argument("--ledger-parts", type=int, default=8, help="number of ledger Parquet parts")
     p.add_argument("--overwrite", action="store_true", help="replace a different run's output")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check inputs and options, print the stage plan and offline-stage counts on a sample; "
+                        "download and write nothing")
     g = p.add_argument_group("input")
     g.add_argument("--input-format", choices=FORMATS, default=None, help="default: from the extension")
     g.add_argument("--url-col", default="url")
