@@ -161,11 +161,9 @@ def edges_in_band(band_index: int, phashes: Iterable[str], k: int) -> list[tuple
     pairs = neardup.near_duplicate_pairs(values, k, positions=rest)
     # A pair sharing several bands is found in each band's group: keep it in its first only,
     # so the one global components step gets every edge once.
-    differ = values[pairs[:, 0]] ^ values[pairs[:, 1]] if len(pairs) else np.zeros(0, dtype=np.uint64)
-    earlier = np.zeros(len(pairs), dtype=bool)
-    for band in top_bands(k)[:band_index]:
-        earlier |= (differ & neardup.bit_mask(band)) == 0
-    return [(f"{values[i]:016x}", f"{values[j]:016x}") for i, j in pairs[~earlier]]
+    earlier = [neardup.bit_mask(band) for band in top_bands(k)[:band_index]]
+    pairs = neardup.first_found(values, pairs, earlier)
+    return [(f"{values[i]:016x}", f"{values[j]:016x}") for i, j in pairs]
 
 
 def cluster_labels(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
