@@ -47,12 +47,12 @@ def describe_eval_hashes(cfg: CurateConfig):
             "images": len(dedup.EvalHashes.load(cfg.decontaminate).items)}
 
 
-def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str) -> str:
+def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str, eval_hashes) -> str:
     config = cfg.to_dict()
     config.pop("overwrite")
     config.pop("output")
-    blob = json.dumps({"config": config, "inputs": inputs, "vocab": vocab_sha,
-                       "eval_hashes": describe_eval_hashes(cfg)}, sort_keys=True)
+    blob = json.dumps({"config": config, "inputs": inputs, "vocab": vocab_sha, "eval_hashes": eval_hashes},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -103,9 +103,10 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
     started = now()
     inputs = describe_inputs(cfg)
     vocab_sha = match.vocab_sha256(cfg.vocab)
-    action = prepare_output(cfg.output, fingerprint(cfg, inputs, vocab_sha), cfg.overwrite)
+    eval_hashes = describe_eval_hashes(cfg)
+    action = prepare_output(cfg.output, fingerprint(cfg, inputs, vocab_sha, eval_hashes), cfg.overwrite)
     counters = beam_counters(run_pipeline(cfg, beam_args))
-    state = ledger.current_state(ledger.read_ledger(cfg.output, columns=["uid", "revision", "status", "stage", "reason"]))
+    outcomes = ledger.outcomes(cfg.output)
     manifest = {
         "openwit_version": __version__,
         "argv": argv,
@@ -115,14 +116,13 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
         "output_action": action,
         "vocab": {"path": cfg.vocab, "sha256": vocab_sha, "entries": len(match.read_vocab(cfg.vocab))},
         "inputs": inputs,
-        "decontaminate": describe_eval_hashes(cfg),
+        "decontaminate": eval_hashes,
         "ledger_schema": LEDGER_SCHEMA_VERSION,
-        "funnel": dict(ledger.funnel(state)),
+        **outcomes,  # funnel, drop_reasons
         "funnel_from_metrics": dict(funnel_from_counters(counters)),
         "beam_counters": counters,
-        "drop_reasons": [{"stage": s, "reason": r, "count": n} for s, r, n in ledger.drop_reasons(state)],
-        "balancing": _read_json(os.path.join(cfg.output, "stats", "balance.json")),
-        "shards": _read_json(os.path.join(output_paths(cfg.output)["shards"], "sizes.json")),
+        "balancing": ledger.read_json(os.path.join(cfg.output, "stats", "balance.json")) or {},
+        "shards": ledger.read_json(os.path.join(output_paths(cfg.output)["shards"], "sizes.json")) or {},
         "started_at": started,
         "finished_at": now(),
         "python": sys.version.split()[0],
@@ -142,9 +142,3 @@ def funnel_from_counters(counters: dict) -> list[tuple[str, int]]:
             dropped[stage] = dropped.get(stage, 0) + value
     return ledger.funnel_from_drops(counters.get("candidates", 0), dropped, counters.get("kept", 0))
 
-
-def _read_json(path: str) -> dict:
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import json
 import os
 from collections import Counter
 
@@ -42,6 +43,25 @@ def write_ledger_part(ledger_dir: str, part: int, records: list[Record], revisio
     path = part_path(ledger_dir, part, revision)
     write_atomically(path, out.getvalue())
     return path
+
+
+# The columns the funnel and the drop reasons need.
+STATE_COLUMNS = ["uid", "revision", "status", "stage", "reason"]
+
+
+def read_json(path: str):
+    """A JSON file of the output directory (manifest, sizes.json, ...), or None if missing."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def outcomes(out_dir: str) -> dict:
+    """The manifest's view of the ledger's current state: the funnel and the drop reasons."""
+    state = current_state(read_ledger(out_dir, columns=STATE_COLUMNS))
+    return {"funnel": dict(funnel(state)),
+            "drop_reasons": [{"stage": s, "reason": r, "count": n} for s, r, n in drop_reasons(state)]}
 
 
 def read_ledger(out_dir: str, columns=None) -> pa.Table:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from openwit.pipeline import ledger
 from openwit.pipeline.stages.dedup import normalize_url
-from openwit.pipeline.stages.write import write_atomically
+from openwit.pipeline.stages.write import write_atomically, write_sizes
 from openwit.schemas.record import Record, drop
 
 
@@ -96,11 +96,8 @@ def takedown(out_dir: str, urls=(), uids=(), domains=(), note: str = "") -> dict
 
 
 def update_sizes(shards_dir: str, sizes: dict) -> None:
-    path = os.path.join(shards_dir, "sizes.json")
-    with open(path) as f:
-        recorded = json.load(f)
-    recorded.update({shard + ".tar": n for shard, n in sizes.items()})
-    write_atomically(path, json.dumps(dict(sorted(recorded.items())), indent=1).encode())
+    recorded = {name[: -len(".tar")]: n for name, n in ledger.read_json(os.path.join(shards_dir, "sizes.json")).items()}
+    write_sizes(list({**recorded, **sizes}.items()), shards_dir)
 
 
 def append_rows(out_dir: str, records: list, revision: int, recorded_at: str) -> None:
@@ -116,13 +113,8 @@ def append_rows(out_dir: str, records: list, revision: int, recorded_at: str) ->
 
 def update_manifest(out_dir: str, result: dict) -> None:
     path = os.path.join(out_dir, "manifest.json")
-    with open(path) as f:
-        manifest = json.load(f)
-    state = ledger.current_state(ledger.read_ledger(out_dir, columns=["uid", "revision", "status", "stage", "reason"]))
-    manifest["funnel"] = dict(ledger.funnel(state))
-    manifest["drop_reasons"] = [{"stage": s, "reason": r, "count": n} for s, r, n in ledger.drop_reasons(state)]
-    with open(os.path.join(out_dir, "shards", "sizes.json")) as f:
-        manifest["shards"] = json.load(f)
+    manifest = {**ledger.read_json(path), **ledger.outcomes(out_dir)}
+    manifest["shards"] = ledger.read_json(os.path.join(out_dir, "shards", "sizes.json"))
     manifest.setdefault("takedowns", []).append(result)
     write_atomically(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 

@@ -85,16 +85,8 @@ def check_index(tar_path: str, keys: set) -> Iterator[str]:
         yield f"{os.path.basename(index_path)}: index keys differ from the tar's samples"
 
 
-def read_json(path: str):
-    """The file's JSON, or None when it is missing."""
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def check_sizes(shards_dir: str, sizes_found: dict) -> Iterator[str]:
-    recorded = read_json(os.path.join(shards_dir, "sizes.json"))
+    recorded = ledger.read_json(os.path.join(shards_dir, "sizes.json"))
     if recorded is None:
         yield "sizes.json: missing"
         return
@@ -132,7 +124,7 @@ def check_row(row: dict, uids: set) -> Iterator[str]:
 
 
 def check_manifest(out_dir: str, state) -> Iterator[str]:
-    manifest = read_json(os.path.join(out_dir, "manifest.json"))
+    manifest = ledger.read_json(os.path.join(out_dir, "manifest.json"))
     if manifest is None:
         yield "manifest.json: missing"
         return
