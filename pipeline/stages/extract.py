@@ -87,55 +87,52 @@ def decode_html(body: bytes, content_type: str) -> str:
         return body.decode("utf-8", errors="replace")
 
 
-def warc_rows(stream) -> Iterator[dict]:
-    """Candidate rows from a WARC stream (gzipped or not) of HTML responses."""
+def archive_rows(stream, kind: str, record_rows) -> Iterator[dict]:
+    """Rows from every record of a WARC-format stream (gzipped or not): record_rows(record)
+    yields a record's candidate rows. A record that fails becomes one dead-letter row; a
+    corrupt or truncated archive ends with one, keeping what was read before."""
     from warcio.archiveiterator import ArchiveIterator
 
     records = ArchiveIterator(stream)
     try:
         for record in records:
-            if record.rec_type != "response" or record.http_headers is None:
-                continue
-            content_type = record.http_headers.get_header("Content-Type") or ""
-            if "html" not in content_type.lower():
-                continue
-            page_url = record.rec_headers.get_header("WARC-Target-URI")
             record_id = record.rec_headers.get_header("WARC-Record-ID")
             try:
-                html = decode_html(record.content_stream().read(), content_type)
-                for url, alt in candidates_from_html(html, page_url):
-                    yield {"url": url, "caption": alt, "page_url": page_url, SOURCE: record_id}
+                yield from record_rows(record, record_id)
             except Exception as err:  # noqa: BLE001 - one bad page becomes one dead-letter row
-                yield {MALFORMED: f"WARC record {record_id}: {type(err).__name__}: {err}"[:300], SOURCE: record_id}
+                yield {MALFORMED: f"{kind} record {record_id}: {type(err).__name__}: {err}"[:300], SOURCE: record_id}
     except Exception as err:  # noqa: BLE001 - a truncated or corrupt archive: keep what was read
-        yield {MALFORMED: f"WARC stream: {type(err).__name__}: {err}"[:300]}
-    yield from damage(records, "WARC")
-
-
-def damage(records, kind: str) -> Iterator[dict]:
-    """warcio reports a damaged record (bad length, truncation) on stderr and goes on; turn
-    that into a dead-letter row so the damage is counted, not just printed."""
+        yield {MALFORMED: f"{kind} stream: {type(err).__name__}: {err}"[:300]}
+    # warcio reports a damaged record (bad length, truncation) on stderr and goes on: count it.
     if getattr(records, "err_count", 0):
         yield {MALFORMED: f"{kind} stream: {records.err_count} damaged record(s) (truncated or bad length)"}
 
 
+def warc_rows(stream) -> Iterator[dict]:
+    """Candidate rows from a WARC stream of HTML responses."""
+    return archive_rows(stream, "WARC", html_response_rows)
+
+
+def html_response_rows(record, record_id: str) -> Iterator[dict]:
+    if record.rec_type != "response" or record.http_headers is None:
+        return
+    content_type = record.http_headers.get_header("Content-Type") or ""
+    if "html" not in content_type.lower():
+        return
+    page_url = record.rec_headers.get_header("WARC-Target-URI")
+    html = decode_html(record.content_stream().read(), content_type)
+    for url, alt in candidates_from_html(html, page_url):
+        yield {"url": url, "caption": alt, "page_url": page_url, SOURCE: record_id}
+
+
 def wat_rows(stream) -> Iterator[dict]:
     """Candidate rows from a WAT stream: each metadata record's image links with alt text."""
-    from warcio.archiveiterator import ArchiveIterator
+    return archive_rows(stream, "WAT", wat_metadata_rows)
 
-    records = ArchiveIterator(stream)
-    try:
-        for record in records:
-            if record.rec_type != "metadata":
-                continue
-            record_id = record.rec_headers.get_header("WARC-Record-ID")
-            try:
-                yield from wat_record_rows(json.loads(record.content_stream().read()), record_id)
-            except Exception as err:  # noqa: BLE001
-                yield {MALFORMED: f"WAT record {record_id}: {type(err).__name__}: {err}"[:300], SOURCE: record_id}
-    except Exception as err:  # noqa: BLE001
-        yield {MALFORMED: f"WAT stream: {type(err).__name__}: {err}"[:300]}
-    yield from damage(records, "WAT")
+
+def wat_metadata_rows(record, record_id: str) -> Iterator[dict]:
+    if record.rec_type == "metadata":
+        yield from wat_record_rows(json.loads(record.content_stream().read()), record_id)
 
 
 def wat_record_rows(envelope: dict, record_id: str) -> Iterator[dict]:
