@@ -7,7 +7,7 @@ import itertools
 from collections import Counter
 
 from openwit.pipeline.options import CurateConfig
-from openwit.pipeline.stages import dedup, match, read, text
+from openwit.pipeline.stages import dedup, match, read
 
 
 def sample_candidates(cfg: CurateConfig, per_input: int) -> list:
@@ -19,14 +19,15 @@ def sample_candidates(cfg: CurateConfig, per_input: int) -> list:
 
 def sample_funnel(cfg: CurateConfig, records: list) -> Counter:
     """Outcome of each sampled candidate through the offline stages: a drop reason or 'to download'."""
-    model = text.load_lid_model()
-    matcher = match.Matcher.from_vocab(cfg.vocab)
+    from openwit.pipeline.run import build_match, build_text  # the pipeline's own stage functions
+
+    text_rules, matcher = build_text(cfg.text), build_match(cfg.vocab)
     outcomes, urls = Counter(), set()
     for record in records:
         if record.status == "active":
-            record = text.apply_text_rules(record, cfg.text, text.detect_language(model, record.caption))
+            record = text_rules(record)
         if record.status == "active":
-            record = match.match_record(record, matcher)
+            record = matcher(record)
         if record.status == "active":
             url = dedup.normalize_url(record.url)
             outcomes["duplicate_url" if url in urls else "to download"] += 1
