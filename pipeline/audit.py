@@ -34,28 +34,26 @@ def language_lines(state, top: int) -> list[str]:
     return lines + [f"{lang:<15}{n:>11}{k:>8}" for lang, n, k in rows[:top]]
 
 
-def balancing_effect(out_dir: str) -> dict:
-    """t, how it was chosen, the tail share, and how the head was flattened."""
-    import json
+def balancing_effect(out_dir: str) -> tuple[dict, list]:
+    """(t, how it was chosen, the tail share and how the head was flattened; the per-entry
+    rows of stats/entries.parquet), or ({}, []) when the run wrote no balancing stats."""
     import os
 
     import pyarrow.parquet as pq
 
-    stats = os.path.join(out_dir, "stats")
-    if not os.path.exists(os.path.join(stats, "balance.json")):
-        return {}
-    with open(os.path.join(stats, "balance.json")) as f:
-        balance = json.load(f)
-    entries = pq.read_table(os.path.join(stats, "entries.parquet")).to_pylist()
+    balance = ledger.read_json(os.path.join(out_dir, "stats", "balance.json"))
+    if balance is None:
+        return {}, []
+    entries = pq.read_table(os.path.join(out_dir, "stats", "entries.parquet")).to_pylist()
     t = balance["threshold"]
     balance["entries_at_cap_final"] = sum(1 for e in entries if e["kept_final"] >= t)
     balance["largest_entry_pool"] = max((e["matches_in_pool"] for e in entries), default=0)
     balance["largest_entry_final"] = max((e["kept_final"] for e in entries), default=0)
-    return balance
+    return balance, entries
 
 
 def balancing_lines(out_dir: str) -> list[str]:
-    b = balancing_effect(out_dir)
+    b, _ = balancing_effect(out_dir)
     if not b:
         return []
     return ["", f"balancing: t = {b['threshold']} ({b['rule']}), tail share {b['tail_share']:.1%}",
@@ -119,13 +117,11 @@ def trace_text(out_dir: str, query: str) -> str:
 
 def load_run_vocab(out_dir: str) -> list:
     """The run's vocabulary, to name entry ids; empty if the file is gone."""
-    import json
     import os
 
     from openwit.pipeline.stages.match import read_vocab
 
     try:
-        with open(os.path.join(out_dir, "manifest.json")) as f:
-            return read_vocab(json.load(f)["vocab"]["path"])
-    except (OSError, KeyError, ValueError):
+        return read_vocab(ledger.read_json(os.path.join(out_dir, "manifest.json"))["vocab"]["path"])
+    except (OSError, KeyError, TypeError, ValueError):
         return []

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import os
 import tarfile
 
-import pyarrow.parquet as pq
 
 from openwit.pipeline import ledger
 from openwit.pipeline.audit import balancing_effect, language_counts
 
 WIDTH = 760
-COLUMNS = ["uid", "revision", "status", "stage", "reason", "language", "original_width", "original_height"]
+COLUMNS = ["uid", "revision", "status", "stage", "reason", "language", "original_width", "original_height",
+           "caption", "url", "page_url", "key"]
 STYLE = """body{font-family:sans-serif;max-width:820px;margin:2em auto;color:#222}
 h2{margin-top:2em;border-bottom:1px solid #ccc}table{border-collapse:collapse}
 td,th{padding:2px 10px;text-align:right}td:first-child,th:first-child{text-align:left}
@@ -130,12 +129,10 @@ def funnel_table(steps: list[tuple[str, int]]) -> str:
 
 def build_report(out_dir: str) -> str:
     state = ledger.current_state(ledger.read_ledger(out_dir, columns=COLUMNS))
-    full = ledger.current_state(ledger.read_ledger(out_dir, columns=["uid", "revision", "status", "caption", "url",
-                                                                      "page_url", "key"]))
-    kept = {r["key"]: r for r in full.to_pylist() if r["status"] == "kept"}
+    rows = state.to_pylist()
+    kept = {r["key"]: r for r in rows if r["status"] == "kept"}
     steps = ledger.funnel(state)
-    with open(os.path.join(out_dir, "manifest.json")) as f:
-        manifest = json.load(f)
+    manifest = ledger.read_json(os.path.join(out_dir, "manifest.json"))
     sections = [
         f"<h1>openwit report</h1><p>{esc(out_dir)} &middot; openwit {esc(manifest.get('openwit_version'))} &middot; "
         f"seed {esc(manifest.get('seed'))} &middot; vocabulary sha256 {esc(manifest['vocab']['sha256'][:16])}…</p>",
@@ -144,7 +141,7 @@ def build_report(out_dir: str) -> str:
         bar_chart("plot-reasons", [(f"{s}: {r}", n) for s, r, n in ledger.drop_reasons(state)], "#d1603d"),
         "<h2>Languages</h2>", bar_chart("plot-languages", [(lang, n) for lang, n, _ in language_counts(state)[:15]]),
         "<h2>Image sizes (kept, shorter side of the original)</h2>",
-        bar_chart("plot-sizes", size_bins(state.to_pylist()), "#6a9f58"),
+        bar_chart("plot-sizes", size_bins(rows), "#6a9f58"),
     ]
     sections += balancing_section(out_dir)
     sections += ["<h2>Samples</h2>", sample_cards(out_dir, kept)]
@@ -154,10 +151,9 @@ def build_report(out_dir: str) -> str:
 
 
 def balancing_section(out_dir: str) -> list[str]:
-    effect = balancing_effect(out_dir)
+    effect, entries = balancing_effect(out_dir)
     if not effect:
         return []
-    entries = pq.read_table(os.path.join(out_dir, "stats", "entries.parquet")).to_pylist()
     series = {"matches in the pool": [e["matches_in_pool"] for e in entries],
               "kept in the shards": [e["kept_final"] for e in entries]}
     return ["<h2>Balancing: matches per entry before and after</h2>",
