@@ -25,7 +25,7 @@ import time
 # The tiny shape of openwit's default TrainConfig, in open_clip's config format.
 TINY = {"embed_dim": 64,
         "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-        "text_cfg": {"context_length": 64, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 
 
 def demo_shards(tmp: str) -> str:
