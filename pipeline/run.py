@@ -62,11 +62,23 @@ class DownloadFn(beam.DoFn):
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         self.downloader = Downloader(self.cfg.download)
         self.cpu = ThreadPoolExecutor(2 * (os.cpu_count() or 1), thread_name_prefix="openwit-image")
+        # Receipt lookups are I/O (a round trip on remote staging): their own pool, so they
+        # never queue behind image work and delay downloads.
+        self.receipts = ThreadPoolExecutor(8, thread_name_prefix="openwit-receipt")
+        self.finish_one = guarded(self.finish, "download")
+
+    def receipt_key(self, record) -> str:
+        return fetch.receipt_key(record.url, self.cfg.image, self.cfg.download)
+
+    def reuse_staged(self, record):
+        return fetch.reuse_receipt(self.staging_dir, self.receipt_key(record), record)
+
+    def finish(self, record, download):
         stage = functools.partial(fetch.stage_image, self.staging_dir)
-        self.finish_one = guarded(
-            lambda record, download: fetch.record_from_download(record, download.result(), self.cfg.image, stage),
-            "download",
-        )
+        done = fetch.record_from_download(record, download.result(), self.cfg.image, stage)
+        if done.status != DROPPED:
+            fetch.save_receipt(self.staging_dir, self.receipt_key(record), done)
+        return done
 
     def start_bundle(self):
         self.in_flight = 0
@@ -90,7 +102,20 @@ class DownloadFn(beam.DoFn):
             except BaseException as err:  # noqa: BLE001 - e.g. the pool is shutting down
                 back(drop_internal_error(record, "download", err))
 
-        self.downloader.submit(record.url).add_done_callback(downloaded)
+        def reused_or_download(task):
+            try:
+                reused = task.result()
+            except Exception:  # noqa: BLE001 - an unreadable receipt only costs a download
+                reused = None
+            try:
+                if reused is not None:  # an earlier (crashed) run's download, staged and receipted
+                    back(reused)
+                else:
+                    self.downloader.submit(record.url).add_done_callback(downloaded)
+            except BaseException as err:  # noqa: BLE001 - e.g. the loop is shutting down
+                back(drop_internal_error(record, "download", err))
+
+        self.receipts.submit(self.reuse_staged, record).add_done_callback(reused_or_download)
         self.in_flight += 1
 
     def take(self, block: bool):
@@ -121,6 +146,7 @@ class DownloadFn(beam.DoFn):
 
     def teardown(self):
         self.cpu.shutdown(wait=False)
+        self.receipts.shutdown(wait=False)
         self.downloader.close()
 
 

@@ -2,17 +2,23 @@
 
 Processed images are staged content-addressed (by the sha256 of the original bytes) under
 the output, so shuffles carry metadata only and the shard writer reads the staged file.
+Each successful fetch also leaves a small receipt (keyed by URL and the image and download
+settings): a rerun after a crash reuses it instead of downloading again. Failures leave no
+receipt, so a rerun tries them again.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
-from typing import Callable
+from typing import Callable, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
 from openwit.pipeline.stages.download import Downloader, FetchResult
 from openwit.pipeline.stages.image import ImageConfig, ImageRejected, process_image
-from openwit.pipeline.stages.write import write_atomically
+from openwit.pipeline.stages.write import read_file, write_atomically
 from openwit.schemas.record import Record, drop
 
 
@@ -22,10 +28,48 @@ def staged_path(staging_dir: str, sha256: str, extension: str) -> str:
 
 def stage_image(staging_dir: str, sha256: str, extension: str, data: bytes) -> str:
     path = staged_path(staging_dir, sha256, extension)
-    exists = os.path.exists(path) if "://" not in path else FileSystems.exists(path)
-    if not exists:  # identical originals give identical processed bytes
+    if not _exists(path):  # identical originals give identical processed bytes
         write_atomically(path, data)
     return path
+
+
+RECEIPT_FIELDS = ("http_status", "sha256", "stored_sha256", "width", "height", "original_width",
+                  "original_height", "phash", "image_format", "image_path")
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path) if "://" not in path else FileSystems.exists(path)
+
+
+def receipt_key(url: str, image: ImageConfig, download) -> str:
+    """Same URL and same settings -> same key; any setting that could change the result
+    (size, format, quality, caps) changes it."""
+    settings = json.dumps([url, dataclasses.asdict(image), dataclasses.asdict(download)], sort_keys=True, default=str)
+    return hashlib.sha256(settings.encode("utf-8")).hexdigest()
+
+
+def receipt_path(staging_dir: str, key: str) -> str:
+    return FileSystems.join(staging_dir, "fetched", key[:2], f"{key}.json")
+
+
+def save_receipt(staging_dir: str, key: str, record: Record) -> None:
+    fields = {name: getattr(record, name) for name in RECEIPT_FIELDS}
+    write_atomically(receipt_path(staging_dir, key), json.dumps(fields, sort_keys=True).encode("utf-8"))
+
+
+def reuse_receipt(staging_dir: str, key: str, record: Record) -> Optional[Record]:
+    """The record as an earlier fetch of the same URL left it, or None if there is no
+    receipt or its staged image is gone (then the URL is downloaded again)."""
+    path = receipt_path(staging_dir, key)
+    if not _exists(path):
+        return None
+    try:
+        fields = json.loads(read_file(path))
+    except ValueError:  # cannot happen with atomic writes, but a bad receipt only costs a download
+        return None
+    if not _exists(fields.get("image_path") or ""):
+        return None
+    return record.update(**{name: fields.get(name) for name in RECEIPT_FIELDS})
 
 
 def fetch_record(
