@@ -1,7 +1,9 @@
 """`openwit audit`: answers about an output directory, read from its ledger only."""
 from __future__ import annotations
 
-from openwit.pipeline import ledger
+import os
+
+from openwit.pipeline import files, ledger
 
 SUMMARY_COLUMNS = ["uid", "revision", "status", "stage", "reason", "language"]
 
@@ -37,14 +39,10 @@ def language_lines(state, top: int) -> list[str]:
 def balancing_effect(out_dir: str) -> tuple[dict, list]:
     """(t, how it was chosen, the tail share and how the head was flattened; the per-entry
     rows of stats/entries.parquet), or ({}, []) when the run wrote no balancing stats."""
-    import os
-
-    import pyarrow.parquet as pq
-
     balance = ledger.read_json(os.path.join(out_dir, "stats", "balance.json"))
     if balance is None:
         return {}, []
-    entries = pq.read_table(os.path.join(out_dir, "stats", "entries.parquet")).to_pylist()
+    entries = files.read_parquet(os.path.join(out_dir, "stats", "entries.parquet")).to_pylist()
     t = balance["threshold"]
     balance["entries_at_cap_final"] = sum(1 for e in entries if e["kept_final"] >= t)
     balance["largest_entry_pool"] = max((e["matches_in_pool"] for e in entries), default=0)

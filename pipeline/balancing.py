@@ -20,7 +20,7 @@ from apache_beam import pvalue
 
 from openwit.pipeline.beam_stage import apply_stage
 from openwit.pipeline.stages import balance
-from openwit.pipeline.stages.write import write_atomically
+from openwit.pipeline.files import write_atomically
 
 STATS_DIR = "stats"
 ENTRY_STATS_SCHEMA = pa.schema([

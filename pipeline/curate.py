@@ -12,10 +12,11 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 import sys
 
-from openwit.pipeline import __version__, ledger
+from apache_beam.io.filesystems import FileSystems
+
+from openwit.pipeline import __version__, files, ledger
 from openwit.pipeline.beam_stage import beam_counters
 from openwit.pipeline.options import CurateConfig
 from openwit.pipeline.run import output_paths, run_pipeline
@@ -31,12 +32,21 @@ class OutputConflict(Exception):
 
 
 def describe_inputs(cfg: CurateConfig) -> list[dict]:
-    """Check every input (exists, known format) and hash it, before anything is written."""
+    """Check every input (exists, known format) and fingerprint it, before anything is written."""
     described = []
     for path, name in read.expand_inputs(list(cfg.inputs)):
         described.append({"path": path, "source_name": name, "format": cfg.read.input_format or read.detect_format(path),
-                          "sha256": sha256_file(path)})
+                          **input_digest(path)})
     return described
+
+
+def input_digest(path: str) -> dict:
+    """A local file's sha256. A remote file (gs://, s3://, ...) is not read again on the
+    launching machine, which may be terabytes away: its store's checksum and size stand in."""
+    if "://" not in path:
+        return {"sha256": sha256_file(path)}
+    (meta,) = FileSystems.match([path])[0].metadata_list
+    return {"checksum": FileSystems.checksum(path), "size": meta.size_in_bytes}
 
 
 def describe_eval_hashes(cfg: CurateConfig):
@@ -58,40 +68,30 @@ def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str, eval_hash
 
 def prepare_output(out_dir: str, run_fingerprint: str, overwrite: bool) -> str:
     """Make out_dir ready for this command; returns 'new', 'restart' or 'overwrite'."""
-    entries = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    entries = files.names_in(out_dir)
     if not entries:
         action = "new"
     elif _previous_fingerprint(out_dir) == run_fingerprint:
         action = "restart"
         for name in ("shards", "ledger", "stats", "manifest.json"):
-            _remove(os.path.join(out_dir, name))
+            files.remove(os.path.join(out_dir, name))
     elif overwrite:
         action = "overwrite"
         for name in entries:
-            _remove(os.path.join(out_dir, name))
+            files.remove(os.path.join(out_dir, name))
     else:
         raise OutputConflict(
             f"{out_dir} holds the output of a different command; choose another --output or pass --overwrite"
         )
-    os.makedirs(os.path.join(out_dir, ".openwit"), exist_ok=True)
-    with open(os.path.join(out_dir, RUN_FILE), "w") as f:
-        json.dump({"fingerprint": run_fingerprint}, f)
+    files.write_atomically(os.path.join(out_dir, RUN_FILE), json.dumps({"fingerprint": run_fingerprint}).encode())
     return action
 
 
 def _previous_fingerprint(out_dir: str):
     try:
-        with open(os.path.join(out_dir, RUN_FILE)) as f:
-            return json.load(f).get("fingerprint")
+        return json.loads(files.read_file(os.path.join(out_dir, RUN_FILE))).get("fingerprint")
     except (OSError, ValueError):
         return None
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.remove(path)
 
 
 def now() -> str:
@@ -127,8 +127,8 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
         "finished_at": now(),
         "python": sys.version.split()[0],
     }
-    with open(os.path.join(cfg.output, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
+    files.write_atomically(os.path.join(cfg.output, "manifest.json"),
+                           json.dumps(manifest, indent=1, sort_keys=True).encode())
     return manifest
 
 

@@ -7,7 +7,6 @@ inside each part, so the ledger's bytes do not depend on the runner or the worke
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import json
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from openwit.pipeline.stages.write import write_atomically
+from openwit.pipeline import files
 from openwit.schemas.reasons import STAGES
 from openwit.schemas.record import LEDGER_SCHEMA, Record, ledger_row
 
@@ -41,7 +40,7 @@ def write_ledger_part(ledger_dir: str, part: int, records: list[Record], revisio
     out = io.BytesIO()
     pq.write_table(table, out)
     path = part_path(ledger_dir, part, revision)
-    write_atomically(path, out.getvalue())
+    files.write_atomically(path, out.getvalue())
     return path
 
 
@@ -51,10 +50,9 @@ STATE_COLUMNS = ["uid", "revision", "status", "stage", "reason"]
 
 def read_json(path: str):
     """A JSON file of the output directory (manifest, sizes.json, ...), or None if missing."""
-    if not os.path.exists(path):
+    if not files.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(files.read_file(path))
 
 
 def outcomes(out_dir: str) -> dict:
@@ -66,11 +64,11 @@ def outcomes(out_dir: str) -> dict:
 
 def read_ledger(out_dir: str, columns=None) -> pa.Table:
     """Every ledger row ever written (all revisions)."""
-    paths = sorted(glob.glob(os.path.join(out_dir, LEDGER_DIR, "*.parquet")))
+    paths = files.matching(os.path.join(out_dir, LEDGER_DIR, "*.parquet"))
     if not paths:
         raise FileNotFoundError(f"no ledger under {os.path.join(out_dir, LEDGER_DIR)}")
     # promote: parts written before a column was added (recorded_at) read as nulls there
-    return pa.concat_tables((pq.read_table(p, columns=columns) for p in paths), promote_options="default")
+    return pa.concat_tables((files.read_parquet(p, columns) for p in paths), promote_options="default")
 
 
 def current_state(table: pa.Table) -> pa.Table:

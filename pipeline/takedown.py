@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 from openwit.pipeline import ledger
 from openwit.pipeline.stages.dedup import normalize_url
-from openwit.pipeline.stages.write import write_atomically, write_sizes
+from openwit.pipeline.files import write_atomically
+from openwit.pipeline.stages.write import write_sizes
 from openwit.schemas.record import Record, drop
 
 

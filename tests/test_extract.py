@@ -8,7 +8,6 @@ import uuid
 import pyarrow.parquet as pq
 import pytest
 from scenes import jpeg, scene
-from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from openwit.pipeline.cli import main as cli

@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from typing import Callable, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
 from openwit.pipeline.stages.download import Downloader, FetchResult
 from openwit.pipeline.stages.image import ImageConfig, ImageRejected, process_image
-from openwit.pipeline.stages.write import read_file, write_atomically
+from openwit.pipeline.files import exists, read_file, write_atomically
 from openwit.schemas.record import Record, drop
 
 
@@ -28,17 +27,13 @@ def staged_path(staging_dir: str, sha256: str, extension: str) -> str:
 
 def stage_image(staging_dir: str, sha256: str, extension: str, data: bytes) -> str:
     path = staged_path(staging_dir, sha256, extension)
-    if not _exists(path):  # identical originals give identical processed bytes
+    if not exists(path):  # identical originals give identical processed bytes
         write_atomically(path, data)
     return path
 
 
 RECEIPT_FIELDS = ("http_status", "sha256", "stored_sha256", "width", "height", "original_width",
                   "original_height", "phash", "image_format", "image_path")
-
-
-def _exists(path: str) -> bool:
-    return os.path.exists(path) if "://" not in path else FileSystems.exists(path)
 
 
 def receipt_key(url: str, image: ImageConfig, download) -> str:
@@ -61,13 +56,13 @@ def reuse_receipt(staging_dir: str, key: str, record: Record) -> Optional[Record
     """The record as an earlier fetch of the same URL left it, or None if there is no
     receipt or its staged image is gone (then the URL is downloaded again)."""
     path = receipt_path(staging_dir, key)
-    if not _exists(path):
+    if not exists(path):
         return None
     try:
         fields = json.loads(read_file(path))
     except ValueError:  # cannot happen with atomic writes, but a bad receipt only costs a download
         return None
-    if not _exists(fields.get("image_path") or ""):
+    if not exists(fields.get("image_path") or ""):
         return None
     return record.update(**{name: fields.get(name) for name in RECEIPT_FIELDS})
 

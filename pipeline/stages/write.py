@@ -12,8 +12,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import threading
 from typing import Callable
 
 import pyarrow as pa
@@ -21,6 +19,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from apache_beam.io.filesystems import FileSystems
 
+from openwit.pipeline.files import read_file, write_atomically
 from openwit.schemas.record import KEPT, SHARD_INDEX_SCHEMA, Record, sample_metadata
 
 # 2020-01-01T00:00:00Z: any constant works; this one keeps tools from warning about 1970.
@@ -65,28 +64,6 @@ def build_index(records: list[Record]) -> bytes:
     out = io.BytesIO()
     pq.write_table(table, out)
     return out.getvalue()
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Write to a temporary name, then rename: readers never see a partial file."""
-    # pid and thread in the temporary name: two workers may stage the same image at once.
-    temporary = f"{path}.partial-{os.getpid()}-{threading.get_ident()}"
-    if "://" not in path:  # local: plain os calls, ~5x cheaper than Beam's FileSystems per file
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(temporary, "wb") as f:
-            f.write(data)
-        os.replace(temporary, path)
-        return
-    with FileSystems.create(temporary) as f:
-        f.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([temporary], [path])
-
-
-def read_file(path: str) -> bytes:
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        return f.read()
 
 
 def write_shard(shard: int, records: list[Record], shards_dir: str) -> list[Record]:

@@ -1,0 +1,181 @@
+"""The whole `openwit curate` pipeline at growing sizes: wall time and peak memory (issue 9).
+
+A local aiohttp server (a separate process, 127.0.0.1 only) makes a distinct small JPEG for
+every URL on the fly, with faults mixed in: 2% 404, 1% 500, 1% truncated bodies, 0.2% never
+answer. Candidates carry English captions over Zipf-drawn entries of the shipped vocabulary;
+5% repeat another row's URL and 2% point at another row's image under a new URL, so URL,
+exact and near dedup all have work. Each size runs in its own process (FnApiRunner
+in_memory: the whole pipeline in that one process), which reports its peak RSS.
+
+Verdicts: memory grows by at most 2 KB per candidate between the smallest and the largest
+size (metadata, not images), and time grows about linearly (the marginal time per candidate
+of the last step is at most 1.5x that of the first step).
+
+    python bench/bench_pipeline.py [--sizes 10000,30000,100000]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import multiprocessing
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+MAX_BYTES_PER_CANDIDATE = 2048
+MAX_MARGINAL_TIME_RATIO = 1.5
+FILLERS = ["a photo of the", "close up of a", "my new", "the old", "picture of a small", "view of the big"]
+
+
+def make_jpeg(index: int) -> bytes:
+    """A distinct 240x200 JPEG per index: a colour gradient plus seeded blocks (so pHashes differ)."""
+    rng = np.random.default_rng(index)
+    blocks = rng.integers(0, 255, (5, 6, 3), dtype=np.uint8)
+    pixels = np.kron(blocks, np.ones((40, 40, 1), dtype=np.uint8))
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+def fault_of(index: int) -> str:
+    if index % 500 == 250:
+        return "hang"
+    return {7: "404", 33: "404", 51: "500", 90: "truncated"}.get(index % 100, "ok")
+
+
+def serve(port_queue) -> None:
+    from aiohttp import web
+
+    async def handle(request):
+        index = int(request.match_info["index"])
+        fault = fault_of(index)
+        if fault == "hang":
+            await asyncio.sleep(3600)
+        if fault in ("404", "500"):
+            return web.Response(status=int(fault), text="no")
+        body = make_jpeg(index)
+        return web.Response(body=body[: len(body) // 2] if fault == "truncated" else body, content_type="image/jpeg")
+
+    async def main():
+        app = web.Application()
+        app.router.add_get("/img/{index}.jpg", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        await web.SockSite(runner, sock, backlog=1024).start()
+        port_queue.put(sock.getsockname()[1])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def write_candidates(path: str, n: int, base_url: str, entries: list[str]) -> None:
+    rng = np.random.default_rng(n)
+    ranks = np.minimum(rng.zipf(1.5, size=2 * n), len(entries)) - 1
+    rows = []
+    for i in range(n):
+        image = i
+        if i % 50 == 13:  # another row's image under a new URL: an exact duplicate after download
+            image = i - 13
+        url = f"{base_url}/img/{image}.jpg?v={i}" if image != i else f"{base_url}/img/{i}.jpg"
+        if i % 20 == 11:  # the same URL as an earlier row, from another page
+            url = f"{base_url}/img/{i - 11}.jpg"
+        caption = f"{FILLERS[i % len(FILLERS)]} {entries[ranks[2 * i]]} and {entries[ranks[2 * i + 1]]}"
+        rows.append({"url": url, "caption": caption, "page_url": f"{base_url}/page/{i}"})
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def english_entries(limit: int = 20000) -> list[str]:
+    """Plain lower-case single words from the shipped list: captions stay English for the LID."""
+    from openwit.pipeline.stages.match import read_vocab
+    from openwit.query_lists.build import shipped_list_path
+
+    words = [e for e in read_vocab(shipped_list_path()) if e.isascii() and e.isalpha() and e.islower() and len(e) > 3]
+    return words[:limit]
+
+
+def child(candidates: str, out: str) -> None:
+    """One curate run; prints its seconds, peak RSS and funnel as JSON."""
+    from openwit.pipeline.curate import curate
+    from openwit.pipeline.options import parse_curate_args
+
+    argv = ["--input", candidates, "--output", out, "--threshold", "2000", "--image-size", "64",
+            "--timeout", "2", "--retries", "0", "--allow-loopback", "--per-host-connections", "64",
+            "--samples-per-shard", "2000", "--ledger-parts", "8", "--direct_running_mode", "in_memory"]
+    cfg, beam_args = parse_curate_args(argv)
+    start = time.perf_counter()
+    manifest = curate(cfg, beam_args, argv)
+    seconds = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_bytes": peak_kib * 1024, "funnel": manifest["funnel"]}))
+
+
+def run_size(n: int, base_url: str, entries: list[str], root: str) -> dict:
+    candidates = os.path.join(root, f"candidates-{n}.parquet")
+    write_candidates(candidates, n, base_url, entries)
+    result = subprocess.run([sys.executable, __file__, "--child", candidates, os.path.join(root, f"out-{n}")],
+                            check=True, capture_output=True, text=True)
+    return {"candidates": n, **json.loads(result.stdout.strip().splitlines()[-1])}
+
+
+def verdicts(rows: list[dict]) -> dict:
+    first, last = rows[0], rows[-1]
+    per_candidate_bytes = (last["peak_bytes"] - first["peak_bytes"]) / (last["candidates"] - first["candidates"])
+    slopes = [(b["seconds"] - a["seconds"]) / (b["candidates"] - a["candidates"]) for a, b in zip(rows, rows[1:])]
+    return {"bytes_per_candidate": per_candidate_bytes, "time_ratio": slopes[-1] / slopes[0] if len(slopes) > 1 else 1.0}
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'candidates':>10} {'kept':>7} {'seconds':>8} {'cand/s':>7} {'peak RSS MiB':>12} {'RSS/cand':>9} {'x time of first':>15}")
+    for row in rows:
+        print(f"{row['candidates']:>10,} {row['funnel']['kept']:>7,} {row['seconds']:>8.1f} "
+              f"{row['candidates'] / row['seconds']:>7.0f} {row['peak_bytes'] / 2**20:>12.0f} "
+              f"{row['peak_bytes'] / row['candidates']:>8.0f}B {row['seconds'] / rows[0]['seconds']:>15.2f}")
+    v = verdicts(rows)
+    memory_ok = v["bytes_per_candidate"] <= MAX_BYTES_PER_CANDIDATE
+    time_ok = v["time_ratio"] <= MAX_MARGINAL_TIME_RATIO
+    print(f"\nmemory growth {v['bytes_per_candidate']:.0f} B per candidate (goal <= {MAX_BYTES_PER_CANDIDATE}): "
+          f"{'PASS' if memory_ok else 'FAIL'}")
+    print(f"marginal time per candidate, last step / first step {v['time_ratio']:.2f} "
+          f"(goal <= {MAX_MARGINAL_TIME_RATIO}): {'PASS' if time_ok else 'FAIL'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,30000,100000")
+    parser.add_argument("--child", nargs=2, metavar=("CANDIDATES", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    ports = multiprocessing.Queue()
+    server = multiprocessing.Process(target=serve, args=(ports,), daemon=True)
+    server.start()
+    base_url = f"http://127.0.0.1:{ports.get(timeout=30)}"
+    entries = english_entries()
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            for n in sizes:
+                rows.append(run_size(n, base_url, entries, root))
+                print(f"  {n:,} candidates: {rows[-1]['seconds']:.1f} s", file=sys.stderr)
+    finally:
+        server.terminate()
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
