@@ -57,12 +57,19 @@ def describe_eval_hashes(cfg: CurateConfig):
             "images": len(dedup.EvalHashes.load(cfg.decontaminate).items)}
 
 
-def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str, eval_hashes) -> str:
+def describe_score_model(cfg: CurateConfig):
+    """The --score-model checkpoint decides drops and scores, so it is hashed like an input."""
+    if not cfg.score_model:
+        return None
+    return {"path": cfg.score_model, "sha256": sha256_file(cfg.score_model), "min_score": cfg.min_score}
+
+
+def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str, eval_hashes, score_model=None) -> str:
     config = cfg.to_dict()
     config.pop("overwrite")
     config.pop("output")
-    blob = json.dumps({"config": config, "inputs": inputs, "vocab": vocab_sha, "eval_hashes": eval_hashes},
-                      sort_keys=True)
+    blob = json.dumps({"config": config, "inputs": inputs, "vocab": vocab_sha, "eval_hashes": eval_hashes,
+                       "score_model": score_model}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -104,7 +111,8 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
     inputs = describe_inputs(cfg)
     vocab_sha = match.vocab_sha256(cfg.vocab)
     eval_hashes = describe_eval_hashes(cfg)
-    action = prepare_output(cfg.output, fingerprint(cfg, inputs, vocab_sha, eval_hashes), cfg.overwrite)
+    score_model = describe_score_model(cfg)
+    action = prepare_output(cfg.output, fingerprint(cfg, inputs, vocab_sha, eval_hashes, score_model), cfg.overwrite)
     counters = beam_counters(run_pipeline(cfg, beam_args))
     outcomes = ledger.outcomes(cfg.output)
     manifest = {
@@ -117,6 +125,7 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
         "vocab": {"path": cfg.vocab, "sha256": vocab_sha, "entries": len(match.read_vocab(cfg.vocab))},
         "inputs": inputs,
         "decontaminate": eval_hashes,
+        "score_model": score_model,
         "ledger_schema": LEDGER_SCHEMA_VERSION,
         **outcomes,  # funnel, drop_reasons
         "funnel_from_metrics": dict(funnel_from_counters(counters)),

@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross", "hexagon", "ring")
+# More concepts for bench/experiment_balance.py: 16 in all, each a distinct silhouette.
+MORE_SHAPES = ("frame", "heart", "moon", "arrow", "bar", "dome", "wedge", "pentagon")
 COLORS = {
     "red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (240, 210, 30),
     "purple": (140, 50, 170), "orange": (245, 140, 20), "black": (15, 15, 15),
@@ -76,9 +78,36 @@ def draw_scene(shape: str, color: str, bg: str, size: tuple[int, int], rng: rand
         draw.regular_polygon((cx, cy, r), 6, fill=fill)
     elif shape == "star":
         draw.polygon(_star(cx, cy, r), fill=fill)
-    else:
+    elif not _draw_more(draw, shape, cx, cy, r, fill, BACKGROUNDS[bg]):
         raise ValueError(f"unknown shape {shape!r}")
     return image
+
+
+def _draw_more(draw, shape: str, cx: float, cy: float, r: float, fill, background) -> bool:
+    """The MORE_SHAPES; False for a name it does not know."""
+    if shape == "frame":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), outline=fill, width=max(3, int(r / 3)))
+    elif shape == "heart":
+        for dx in (-r / 2, r / 2):
+            draw.ellipse((cx + dx - r / 2, cy - 3 * r / 4, cx + dx + r / 2, cy + r / 4), fill=fill)
+        draw.polygon([(cx - r, cy - r / 8), (cx + r, cy - r / 8), (cx, cy + r)], fill=fill)
+    elif shape == "moon":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+        draw.ellipse((cx - r / 3, cy - r, cx + 5 * r / 3, cy + r), fill=background)
+    elif shape == "arrow":
+        draw.rectangle((cx - r, cy - r / 5, cx + r / 6, cy + r / 5), fill=fill)
+        draw.polygon([(cx + r / 6, cy - 2 * r / 3), (cx + r, cy), (cx + r / 6, cy + 2 * r / 3)], fill=fill)
+    elif shape == "bar":
+        draw.rectangle((cx - r, cy - r / 4, cx + r, cy + r / 4), fill=fill)
+    elif shape == "dome":
+        draw.pieslice((cx - r, cy - r / 2, cx + r, cy + 3 * r / 2), 180, 360, fill=fill)
+    elif shape == "wedge":
+        draw.polygon([(cx - r, cy - r), (cx + r, cy - r), (cx, cy + r)], fill=fill)
+    elif shape == "pentagon":
+        draw.regular_polygon((cx, cy, r), 5, fill=fill)
+    else:
+        return False
+    return True
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:

@@ -55,6 +55,7 @@ def plan_lines(cfg: CurateConfig) -> list[str]:
         f"dedup      exact {cfg.exact_dedup}, near-duplicates "
         f"{'off' if cfg.near_dup_distance < 0 else f'{image.hash_method} <= {cfg.near_dup_distance} bits'}"
         f"{f', decontaminate against {cfg.decontaminate}' if cfg.decontaminate else ''}",
+        *([f"score      cosine of {cfg.score_model}, drop below {cfg.min_score}"] if cfg.score_model else []),
         f"write      {cfg.samples_per_shard:,} samples per shard into {cfg.output}",
     ]
 

@@ -38,6 +38,8 @@ class CurateConfig:
     exact_dedup: str = "image"
     near_dup_distance: int = DEFAULT_DISTANCE  # -1: no near-duplicate dedup
     decontaminate: Optional[str] = None
+    score_model: Optional[str] = None  # an openwit checkpoint: score image-caption pairs
+    min_score: float = -1.0  # cosine below which --score-model drops a pair (-1: record only)
     read: ReadConfig = field(default_factory=ReadConfig)
     text: TextConfig = field(default_factory=TextConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
@@ -126,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "of an eval image (exact pHash matches only when near-dup dedup is off)")
     g.add_argument("--max-pixels", type=int, default=ImageConfig.max_pixels,
                    help="decompression-bomb guard, checked from the header before decoding")
+    g = p.add_argument_group("model score (DataComp's CLIP-score filter, with a model you trained)")
+    g.add_argument("--score-model", default=None,
+                   help="an openwit checkpoint (openwit train): record the image-caption cosine of every pair "
+                        "that survives dedup, in the ledger's clip_score")
+    g.add_argument("--min-score", type=float, default=-1.0,
+                   help="drop pairs whose --score-model cosine is below this (reason low_clip_score); "
+                        "-1 records scores without dropping")
     return p
 
 
@@ -150,6 +159,8 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
         exact_dedup=args.exact_dedup,
         near_dup_distance=args.near_dup_distance,
         decontaminate=args.decontaminate,
+        score_model=args.score_model,
+        min_score=args.min_score,
         read=ReadConfig(args.input_format, args.url_col, args.caption_col, args.page_url_col),
         text=TextConfig(
             args.min_caption_chars,
@@ -179,6 +190,12 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
         build_parser().error("--pre-download-slack must be >= 1: a smaller pre-download cap would starve entries")
     if args.decontaminate:
         check_eval_hashes(args.decontaminate, args.hash_method)
+    if args.score_model and not os.path.isfile(args.score_model):
+        build_parser().error(f"--score-model: no such file {args.score_model}")
+    if not -1 <= args.min_score <= 1:
+        build_parser().error("--min-score is a cosine: between -1 and 1")
+    if args.min_score > -1 and not args.score_model:
+        build_parser().error("--min-score needs --score-model")
     if not 0 <= args.min_language_score <= 1:
         build_parser().error("--min-language-score is a probability: between 0 and 1")
     if args.near_dup_distance > 32:

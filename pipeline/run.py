@@ -219,6 +219,13 @@ def build_decontaminate(path: str, k: int):
     return lambda r: dedup.decontaminate(r, eval_hashes, k)
 
 
+def build_score(checkpoint: str, min_score: float):
+    from openwit.pipeline.stages import score
+
+    scorer = load_once(f"scorer:{checkpoint}", lambda: score.Scorer(checkpoint))
+    return lambda r: score.score_record(r, scorer, min_score)
+
+
 def near_dedup(records, k: int, mode: str = "image"):
     """Near-duplicate clusters over pHash, distributed: distinct hash values -> k+1 band
     keys -> verified edges inside each band group -> connected components (one global
@@ -278,6 +285,10 @@ def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None
     candidates, read_dropped = read_stage(p, cfg)
     pool = sample_pool(candidates, cfg, vocab_size)
     survivors, fetch_drops = fetch_and_dedup(pool["sampled"], cfg, paths["staging"])
+    if cfg.score_model:
+        survivors, dropped = apply_stage(
+            survivors, "score", functools.partial(build_score, cfg.score_model, cfg.min_score))
+        fetch_drops.append(dropped)
     survivor_counts = balancing.count_entries(survivors, "Survivor", vocab_size)
     final, final_dropped = balancing.balance_phase(
         survivors, "final", survivor_counts, pool["threshold"], cfg.pre_download_slack, cfg.seed

@@ -17,7 +17,7 @@ class Reason:
     description: str
 
 
-STAGES = ("read", "text", "match", "url_dedup", "balance_pre", "download", "image", "dedup", "balance_final", "write", "takedown")
+STAGES = ("read", "text", "match", "url_dedup", "balance_pre", "download", "image", "dedup", "score", "balance_final", "write", "takedown")
 
 _REASONS = [
     Reason("malformed_row", "read", False, "the input row cannot be parsed (e.g. a broken JSON line)"),
@@ -62,6 +62,8 @@ _REASONS = [
     Reason("duplicate_image", "dedup", False, "the same image bytes were kept for another uid"),
     Reason("near_duplicate", "dedup", False, "a perceptually near-identical image (pHash within "
            "--near-dup-distance) was kept for another uid"),
+    Reason("low_clip_score", "score", False, "the image-text cosine of --score-model (an openwit checkpoint) is "
+           "below --min-score; the ledger's clip_score holds it"),
     Reason("balanced_out_final", "balance_final", False, "not drawn by balancing of the survivors (cap t)"),
     Reason("takedown", "takedown", False, "removed after release by `openwit takedown` (an owner's request); "
            "the row's recorded_at says when"),

@@ -48,6 +48,8 @@ class Record:
     image_format: Optional[str] = None  # extension of the stored image: jpg, png, webp
     image_path: Optional[str] = None  # staged processed image (not in the ledger)
     phash: Optional[str] = None
+    # set by the score stage (--score-model): image-text cosine of that checkpoint
+    clip_score: Optional[float] = None
     # set by the writer
     shard: Optional[str] = None
     key: Optional[str] = None
@@ -103,6 +105,7 @@ _NOT_IN_LEDGER = {"image_path"}
 _ARROW_TYPES = {
     "entry_ids": pa.list_(pa.int32()),
     "language_score": pa.float32(),
+    "clip_score": pa.float32(),
     "http_status": pa.int32(),
     "original_width": pa.int32(),
     "original_height": pa.int32(),
@@ -119,7 +122,7 @@ RECORD_FIELDS = [f.name for f in dataclasses.fields(Record)]
 # recorded_at: when a later revision (a takedown) was appended; null for the run's own rows,
 # which must stay byte-identical across runs and runners.
 LEDGER_FIELDS = ["revision"] + [n for n in RECORD_FIELDS if n not in _NOT_IN_LEDGER] + ["recorded_at"]
-LEDGER_SCHEMA_VERSION = "openwit-ledger/2"
+LEDGER_SCHEMA_VERSION = "openwit-ledger/3"  # 3: clip_score
 
 # revision: 0 for the run that created the output; later runs (retry, takedown) append
 # rows with a higher revision, and the row with the highest revision per uid is current.

@@ -24,6 +24,9 @@ class TrainConfig:
     shards: str = _opt("", "directory of WebDataset shards (*.tar, optional sizes.json)")
     num_workers: int = _opt(0, "DataLoader worker processes (0 = load in the main process)")
     shuffle_buffer: int = _opt(256, "sample shuffle buffer size")
+    online_balance: int = _opt(0, "online balancing (MetaCLIP 2): each epoch keeps a sample with MetaCLIP's "
+                               "p = 1 - prod(1 - min(1, t/count_e)) over its entries, counted in the shards' "
+                               "Parquet indexes, drawn anew per epoch; the value is t (0: off)")
     # optimisation
     steps: int = _opt(100, "number of optimiser steps")
     batch_size: int = _opt(32, "samples per batch (also the number of negatives + 1)")

@@ -14,6 +14,7 @@ hashes with SHA-512, never Python's per-process salted hash().
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import logging
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image
+
+from openwit.pipeline.stages.balance import keep_probability
 
 from .config import TrainConfig
 from .loss import world
@@ -69,6 +72,40 @@ def _count_tar(path: str) -> int:
             key, _, ext = name.partition(".")
             members.setdefault(key, set()).add(ext.lower())
     return sum(1 for exts in members.values() if "txt" in exts and exts & set(IMAGE_EXTENSIONS))
+
+
+# ----------------------------------------------------- online balancing
+
+
+@functools.lru_cache(maxsize=4)
+def entry_counts(shards: tuple[str, ...]) -> np.ndarray:
+    """Matches per vocabulary entry over the shards (dense, by entry id), read from each
+    shard's Parquet index, which openwit writes next to the tar."""
+    import pyarrow.parquet as pq
+
+    ids = []
+    for shard in shards:
+        index = Path(shard).with_suffix(".parquet")
+        if not index.exists():
+            raise FileNotFoundError(f"online balancing needs openwit's Parquet index next to {shard}")
+        for entry_ids in pq.read_table(index, columns=["entry_ids"]).column("entry_ids").to_pylist():
+            ids.extend(entry_ids or ())
+    return np.bincount(np.asarray(ids, dtype=np.int64), minlength=1)
+
+
+def epoch_draw(seed: int, epoch: int, key: str) -> float:
+    """A uniform number in [0, 1) per (seed, epoch, sample): each epoch draws anew."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{key}".encode("utf-8"), digest_size=8, person=b"openwit-online").digest()
+    return (int.from_bytes(digest, "little") >> 11) / float(1 << 53)
+
+
+def balanced_epoch(samples, counts: np.ndarray, threshold: int, seed: int, epoch: int):
+    """Keep each sample with its balancing probability for this epoch."""
+    for sample in samples:
+        entry_ids = json.loads(sample.get("json", b"{}")).get("entry_ids") or []
+        p = keep_probability(entry_ids, counts, threshold) if entry_ids else 0.0
+        if epoch_draw(seed, epoch, sample["__key__"]) < p:
+            yield sample
 
 
 # ------------------------------------------------------------ transforms
@@ -159,6 +196,10 @@ def sample_pipeline(cfg: TrainConfig, epoch: int = 0, train: bool = True) -> wds
         random.Random(f"shards:{cfg.seed}:{epoch}").shuffle(shards)  # the same order on every rank
         shards = rank_shards(shards, *world())
     stages += [wds.SimpleShardList(shards), wds.split_by_worker, wds.tarfile_to_samples()]
+    if train and cfg.online_balance:
+        counts = entry_counts(tuple(list_shards(cfg.shards)))  # the whole pool, on every rank
+        stages.append(functools.partial(balanced_epoch, counts=counts, threshold=cfg.online_balance,
+                                        seed=cfg.seed, epoch=epoch))
     if train:
         # Tar order is write order; the buffer breaks up runs of similar samples.
         rng = random.Random(f"shuffle:{cfg.seed}:{epoch}")

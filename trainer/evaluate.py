@@ -86,18 +86,32 @@ def sample_label(sample: dict):
 
 
 @torch.no_grad()
-def zero_shot(model: CLIP, cfg, pairs: list, templates=TEMPLATES, batch_size: int = 64) -> float:
-    """Fraction of images whose nearest class prompt is their label."""
+def zero_shot_predictions(model: CLIP, cfg, pairs: list, templates=TEMPLATES, batch_size: int = 64) -> list[tuple[str, str]]:
+    """(label, predicted class) per image: the nearest class prompt among the pairs' labels."""
     device = model.logit_scale.device
     classnames = sorted({label for _, label in pairs})
     text = class_embeddings(model, classnames, templates, cfg.context_length)
-    correct = 0
+    out = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         images = torch.stack([eval_transform(image, cfg.image_size) for image, _ in chunk])
         predicted = (model.encode_image(images.to(device)) @ text.T).argmax(dim=-1).tolist()
-        correct += sum(classnames[p] == label for p, (_, label) in zip(predicted, chunk))
-    return correct / len(pairs)
+        out += [(label, classnames[p]) for p, (_, label) in zip(predicted, chunk)]
+    return out
+
+
+def zero_shot(model: CLIP, cfg, pairs: list, templates=TEMPLATES, batch_size: int = 64) -> float:
+    """Fraction of images whose nearest class prompt is their label."""
+    predictions = zero_shot_predictions(model, cfg, pairs, templates, batch_size)
+    return sum(label == predicted for label, predicted in predictions) / len(predictions)
+
+
+def per_class_accuracy(predictions: list[tuple[str, str]]) -> dict[str, float]:
+    totals, right = {}, {}
+    for label, predicted in predictions:
+        totals[label] = totals.get(label, 0) + 1
+        right[label] = right.get(label, 0) + (label == predicted)
+    return {label: right[label] / totals[label] for label in sorted(totals)}
 
 
 def zero_shot_accuracy(checkpoint: str, heldout_dir: str, device: str = "cpu", templates=TEMPLATES) -> float:
