@@ -12,13 +12,12 @@ Goals (issue 5): openwit >= 1.5x img2dataset, and >= 0.8 of the CPU ceiling.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import functools
 import glob
 import io
 import json
-import multiprocessing
+import operator
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
+
+import local_server  # bench/local_server.py: this script's directory is on sys.path
 
 IMAGE_SIZE, RESIZE_MODE = 256, "border"
 
@@ -50,34 +51,6 @@ def make_jpeg(index: int) -> bytes:
 
 def fault_of(index: int) -> str:
     return {7: "404", 33: "404", 51: "500", 77: "hang", 90: "truncated"}.get(index % 100, "ok")
-
-
-def serve(images: list[bytes], port_queue) -> None:
-    from aiohttp import web
-
-    async def handle(request):
-        index = int(request.match_info["index"])
-        fault = fault_of(index)
-        if fault == "hang":
-            await asyncio.sleep(3600)
-        if fault in ("404", "500"):
-            return web.Response(status=int(fault), text="no")
-        body = images[index][: len(images[index]) // 2] if fault == "truncated" else images[index]
-        return web.Response(body=body, content_type="image/jpeg")
-
-    async def main():
-        app = web.Application()
-        app.router.add_get("/img/{index}.jpg", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        site = web.SockSite(runner, sock, backlog=1024)
-        await site.start()
-        port_queue.put(sock.getsockname()[1])
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 def run_img2dataset(urls: str, out: str, timeout: float, processes: int, threads: int) -> tuple[float, int]:
@@ -169,12 +142,9 @@ def main() -> None:
     args = parser.parse_args()
     images = [make_jpeg(i) for i in range(args.images)]
     cores = os.cpu_count() or 1
-    ports = multiprocessing.Queue()
-    server = multiprocessing.Process(target=serve, args=(images, ports), daemon=True)
-    server.start()
+    server, base = local_server.start(functools.partial(operator.getitem, images), fault_of)
     rows = []
     try:
-        base = f"http://127.0.0.1:{ports.get(timeout=30)}"
         with tempfile.TemporaryDirectory() as tmp:
             urls = os.path.join(tmp, "urls.parquet")
             pq.write_table(pa.Table.from_pylist(

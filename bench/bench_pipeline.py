@@ -16,13 +16,10 @@ of the last step is at most 1.5x that of the first step).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
-import multiprocessing
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+import local_server  # bench/local_server.py: this script's directory is on sys.path
 
 MAX_BYTES_PER_CANDIDATE = 2048
 MAX_MARGINAL_TIME_RATIO = 1.5
@@ -52,33 +51,6 @@ def fault_of(index: int) -> str:
     if index % 500 == 250:
         return "hang"
     return {7: "404", 33: "404", 51: "500", 90: "truncated"}.get(index % 100, "ok")
-
-
-def serve(port_queue) -> None:
-    from aiohttp import web
-
-    async def handle(request):
-        index = int(request.match_info["index"])
-        fault = fault_of(index)
-        if fault == "hang":
-            await asyncio.sleep(3600)
-        if fault in ("404", "500"):
-            return web.Response(status=int(fault), text="no")
-        body = make_jpeg(index)
-        return web.Response(body=body[: len(body) // 2] if fault == "truncated" else body, content_type="image/jpeg")
-
-    async def main():
-        app = web.Application()
-        app.router.add_get("/img/{index}.jpg", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(runner, sock, backlog=1024).start()
-        port_queue.put(sock.getsockname()[1])
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 def write_candidates(path: str, n: int, base_url: str, entries: list[str]) -> None:
@@ -161,10 +133,7 @@ def main() -> None:
         child(*args.child)
         return
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    ports = multiprocessing.Queue()
-    server = multiprocessing.Process(target=serve, args=(ports,), daemon=True)
-    server.start()
-    base_url = f"http://127.0.0.1:{ports.get(timeout=30)}"
+    server, base_url = local_server.start(make_jpeg, fault_of)
     entries = english_entries()
     rows = []
     try:

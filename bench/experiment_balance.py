@@ -18,6 +18,7 @@ every seed, and is evaluated zero-shot on a concept-uniform held-out set, and on
 (the 4 most frequent concepts) and tail (the 8 least frequent).
 
     python bench/experiment_balance.py [--pool 20000] [--steps 1500] [--seeds 0,1,2] [--out experiment_out]
+    python bench/experiment_balance.py --device cuda --pool 200000 --steps 20000    (a GPU's setting)
     python bench/experiment_balance.py --tiny    (the plumbing only: what the test suite runs)
 """
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Settings:
     seeds: tuple = (0, 1, 2)
     heldout_per_concept: int = 30
     out: str = "experiment_out"
+    device: str = "cpu"
 
 
 # ------------------------------------------------------------------ the world
@@ -168,7 +170,7 @@ def curate_variants(s: Settings, candidates: str, vocab: str) -> dict:
 def train_one(s: Settings, shards: str, checkpoint: str, seed: int, online_balance: int = 0) -> str:
     os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
     cfg = TrainConfig(shards=shards, output=checkpoint, steps=s.steps, batch_size=s.batch_size, seed=seed,
-                      log_every=max(1, s.steps // 5), online_balance=online_balance)
+                      log_every=max(1, s.steps // 5), online_balance=online_balance, device=s.device)
     return train(cfg).checkpoint
 
 
@@ -282,10 +284,11 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--heldout-per-concept", type=int, default=Settings.heldout_per_concept)
     parser.add_argument("--out", default=Settings.out)
+    parser.add_argument("--device", default="cpu", help="cuda for the bigger setting, e.g. --pool 200000 --steps 20000")
     parser.add_argument("--tiny", action="store_true", help="a few hundred pairs and steps: the plumbing only")
     args = parser.parse_args(argv)
     s = Settings(args.pool, args.steps, args.batch_size, tuple(int(x) for x in args.seeds.split(",")),
-                 args.heldout_per_concept, args.out)
+                 args.heldout_per_concept, args.out, args.device)
     if args.tiny:
         s = Settings(pool=600, steps=6, batch_size=16, seeds=(0,), heldout_per_concept=2, out=args.out)
     report = run(s)
