@@ -199,7 +199,8 @@ def summarize(results: dict) -> dict:
     """variant -> metric -> (mean, std over seeds)."""
     out = {}
     for variant, runs in results.items():
-        out[variant] = {m: (statistics.mean(r[m] for r in runs), statistics.pstdev(r[m] for r in runs) if len(runs) > 1 else 0.0)
+        out[variant] = {m: (statistics.mean(r[m] for r in runs),
+                            statistics.stdev(r[m] for r in runs) if len(runs) > 1 else 0.0)  # sample std (n - 1)
                         for m in ("uniform", "head", "tail")}
     return out
 

@@ -17,6 +17,7 @@ from openwit.pipeline import demo_web
 from openwit.pipeline.demo import write_web_inputs
 from openwit.pipeline.options import parse_curate_args
 from openwit.pipeline.stages import fetch
+from openwit.schemas.record import Record
 from test_curate_e2e import curate_args, output_bytes, run_curate
 
 
@@ -123,3 +124,19 @@ def test_kill_while_shards_are_written_leaves_only_whole_shards(slow_run, tmp_pa
     run_curate(argv)
     assert output_bytes(out) == slow_run["reference"]
 
+
+
+def test_a_receipt_names_its_image_relative_to_the_staging_it_is_read_from(tmp_path):
+    cfg, _ = parse_curate_args(["--input", "x", "--output", "y"])
+    record = Record(uid="u", url="http://127.0.0.1/a.jpg", caption="a red circle", source="s:0")
+    first = str(tmp_path / "first" / "staging")
+    path = fetch.stage_image(first, "ab" * 32, "jpg", b"processed bytes")
+    key = fetch.receipt_key(record.url, cfg.image, cfg.download)
+    fetch.save_receipt(first, key, record.update(sha256="ab" * 32, image_format="jpg", image_path=path, width=4))
+    moved = str(tmp_path / "moved" / "staging")
+    os.rename(str(tmp_path / "first"), str(tmp_path / "moved"))
+    reused = fetch.reuse_receipt(moved, key, record)
+    assert reused.image_path == fetch.staged_path(moved, "ab" * 32, "jpg") and reused.width == 4
+    os.remove(reused.image_path)  # the staged image is gone: download again
+    assert fetch.reuse_receipt(moved, key, record) is None
+    assert fetch.reuse_receipt(moved, fetch.receipt_key(record.url + "?v=2", cfg.image, cfg.download), record) is None

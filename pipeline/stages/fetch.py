@@ -32,8 +32,10 @@ def stage_image(staging_dir: str, sha256: str, extension: str, data: bytes) -> s
     return path
 
 
+# What a successful fetch adds to a record. The staged path is not stored: it follows from
+# sha256 and format, so a receipt stays right if the output directory moves.
 RECEIPT_FIELDS = ("http_status", "sha256", "stored_sha256", "width", "height", "original_width",
-                  "original_height", "phash", "image_format", "image_path")
+                  "original_height", "phash", "image_format")
 
 
 def receipt_key(url: str, image: ImageConfig, download) -> str:
@@ -62,9 +64,10 @@ def reuse_receipt(staging_dir: str, key: str, record: Record) -> Optional[Record
         fields = json.loads(read_file(path))
     except ValueError:  # cannot happen with atomic writes, but a bad receipt only costs a download
         return None
-    if not exists(fields.get("image_path") or ""):
+    image_path = staged_path(staging_dir, fields.get("sha256") or "", fields.get("image_format") or "")
+    if not exists(image_path):
         return None
-    return record.update(**{name: fields.get(name) for name in RECEIPT_FIELDS})
+    return record.update(image_path=image_path, **{name: fields.get(name) for name in RECEIPT_FIELDS})
 
 
 def fetch_record(
