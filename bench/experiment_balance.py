@@ -217,17 +217,36 @@ def table(summary: dict, stats: dict, seeds) -> str:
     return "\n".join(lines)
 
 
+def paired_lines(results: dict) -> list[str]:
+    """Each variant against unbalanced, seed by seed (same seed = same init and data order
+    rule): the mean difference in points, and in how many seeds it was ahead."""
+    base = {r["seed"]: r for r in results["unbalanced"]}
+    lines = ["", "paired by seed, against unbalanced (points; seeds ahead):"]
+    for variant in VARIANTS[1:]:
+        cells = []
+        for m in ("uniform", "head", "tail"):
+            diffs = [r[m] - base[r["seed"]][m] for r in results[variant]]
+            cells.append(f"{m} {100 * statistics.mean(diffs):+.1f} ({sum(d > 0 for d in diffs)}/{len(diffs)})")
+        lines.append(f"  {variant:<10} " + ", ".join(cells))
+    return lines
+
+
 def bar_chart_svg(summary: dict) -> str:
     """Grouped bars (uniform, head, tail) per variant with ±std whiskers, inline SVG."""
     colors = {"uniform": "#4c72b0", "head": "#dd8452", "tail": "#55a868"}
     width, height, left, bottom, group = 640, 300, 50, 40, 140
     bars = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
             f'<text x="{left}" y="16">zero-shot accuracy by training set (mean ± std over seeds)</text>']
-    scale = (height - bottom - 30) / 1.0
-    for tick in (0, 0.25, 0.5, 0.75, 1.0):
+    highest = max(mean + std for per_metric in summary.values() for mean, std in per_metric.values())
+    top = next(q for q in (0.25, 0.5, 0.75, 1.0) if q >= highest)
+    scale = (height - bottom - 30) / top
+    for tick in (top * i / 5 for i in range(6)):
         y = height - bottom - tick * scale
         bars.append(f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
                     f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{tick:.0%}</text>')
+    chance = height - bottom - scale / len(CONCEPTS)
+    bars.append(f'<line x1="{left}" x2="{width - 10}" y1="{chance:.1f}" y2="{chance:.1f}" stroke="#888" '
+                f'stroke-dasharray="4 3"/><text x="{width - 12}" y="{chance - 4:.1f}" text-anchor="end">chance</text>')
     for g, variant in enumerate(VARIANTS):
         x0 = left + 15 + g * group
         for b, metric in enumerate(("uniform", "head", "tail")):
@@ -271,7 +290,7 @@ def run(s: Settings) -> dict:
     with open(os.path.join(s.out, "results.json"), "w") as f:
         json.dump(report, f, indent=1)
     with open(os.path.join(s.out, "results.md"), "w") as f:
-        f.write(table(summary, stats, s.seeds) + "\n")
+        f.write("\n".join([table(summary, stats, s.seeds), *paired_lines(results)]) + "\n")
     with open(os.path.join(s.out, "results.svg"), "w") as f:
         f.write(bar_chart_svg(summary))
     return report
@@ -298,6 +317,7 @@ def main(argv=None) -> None:
           f"-> {c['size']:,} samples; score cut {c['min_score']:.4f}; {s.steps} steps x {s.batch_size} per run; "
           f"{report['seconds']:.0f} s in all\n")
     print(table(report["summary"], report["data"], s.seeds))
+    print("\n".join(paired_lines(report["runs"])))
     print(f"\nwritten: {os.path.join(s.out, 'results.md')}, results.json, results.svg", file=sys.stderr)
 
 
