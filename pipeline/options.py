@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
@@ -106,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="X-Robots-Tag directives that opt an image out (comma-separated; empty: none)")
     g.add_argument("--allow-loopback", action="store_true",
                    help="allow 127.0.0.0/8 and ::1 (local tests and the demo); other private addresses stay refused")
+    g.add_argument("--dns-server", default=None, metavar="HOST:PORT",
+                   help="ask this DNS server directly (A records over UDP) instead of the system resolver")
+    g.add_argument("--dns-cache-ttl", type=float, default=DownloadConfig.dns_ttl,
+                   help="seconds a resolved host stays cached per worker")
+    g.add_argument("--dns-negative-ttl", type=float, default=DownloadConfig.dns_negative_ttl,
+                   help="seconds an NXDOMAIN answer stays cached per worker")
+    g.add_argument("--dns-concurrency", type=int, default=DownloadConfig.dns_concurrency,
+                   help="DNS queries in flight per worker (the rest wait; a burst never floods the resolver)")
     g = p.add_argument_group("image")
     g.add_argument("--image-size", type=int, default=256)
     g.add_argument("--resize-mode", choices=RESIZE_MODES, default="border")
@@ -177,6 +186,8 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
             disallowed_header_directives=tuple(d.strip().lower() for d in args.disallowed_header_directives.split(",")
                                                if d.strip()),
             allow_loopback=args.allow_loopback,
+            dns_server=args.dns_server, dns_ttl=args.dns_cache_ttl, dns_negative_ttl=args.dns_negative_ttl,
+            dns_concurrency=args.dns_concurrency,
         ),
         image=ImageConfig(
             image_size=args.image_size, resize_mode=args.resize_mode,
@@ -190,6 +201,8 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
         build_parser().error("--pre-download-slack must be >= 1: a smaller pre-download cap would starve entries")
     if args.decontaminate:
         check_eval_hashes(args.decontaminate, args.hash_method)
+    if args.dns_server and not re.fullmatch(r"[^\s:]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", args.dns_server):
+        build_parser().error(f"--dns-server takes HOST:PORT, got {args.dns_server!r}")
     if args.score_model and not os.path.isfile(args.score_model):
         build_parser().error(f"--score-model: no such file {args.score_model}")
     if not -1 <= args.min_score <= 1:

@@ -570,10 +570,13 @@ def test_dns_failure(connections, host):
     assert result.transient and lookup.hosts() == [host] and connections == []
 
 
-def test_dns_failure_is_retried(connections):
+def test_a_failed_lookup_is_retried_but_nxdomain_is_asked_once(connections):
+    sleep, lookup = FakeSleep(), Lookup(**{"flaky.test": socket.gaierror(socket.EAI_AGAIN, "stub: try again")})
+    expect(afetch("http://flaky.test/x.jpg", sleep, lookup, retries=2), "dns_failure")
+    assert len(sleep.delays) == 2 and lookup.hosts() == ["flaky.test"] * 3
     sleep, lookup = FakeSleep(), Lookup()
     expect(afetch("http://broken.test/x.jpg", sleep, lookup, retries=2), "dns_failure")
-    assert len(sleep.delays) == 2 and lookup.hosts() == ["broken.test"] * 3
+    assert lookup.hosts() == ["broken.test"]  # the retries met the cached NXDOMAIN
 
 
 def test_connection_refused():

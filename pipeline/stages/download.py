@@ -28,20 +28,20 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Optional
+from typing import Optional
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from openwit.pipeline import __version__
+from openwit.pipeline.stages.resolve import CachingLookup, Lookup, nameserver_lookup
 from openwit.schemas.reasons import REASONS
 
 DISALLOWED_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
 _REDIRECTS = {301, 302, 303, 307, 308}
 
-# A lookup maps (host, port) to the IP addresses it resolves to; tests stub it.
-Lookup = Callable[[str, int], Awaitable[list[str]]]
+# A Lookup maps (host, port) to the IP addresses it resolves to; tests stub it.
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ class DownloadConfig:
     contact: str = "https://github.com/openwit/openwit"
     disallowed_header_directives: tuple[str, ...] = DISALLOWED_DIRECTIVES
     allow_loopback: bool = False
+    # name resolution (pipeline/stages/resolve.py): a per-worker cache in front of the resolver
+    dns_server: Optional[str] = None  # "HOST:PORT" of a DNS server to ask directly; None: the system's
+    dns_ttl: float = 300.0
+    dns_negative_ttl: float = 60.0
+    dns_concurrency: int = 32
 
     @property
     def user_agent(self) -> str:
@@ -353,11 +358,20 @@ async def fetch(
     return result
 
 
-def make_session(cfg: DownloadConfig, lookup: Lookup = system_lookup) -> aiohttp.ClientSession:
-    """Call inside the event loop: a keep-alive pool with the safe resolver. The pool itself
-    is unlimited: HostLimits gates requests before their deadline starts."""
+def base_lookup(cfg: DownloadConfig) -> Lookup:
+    if not cfg.dns_server:
+        return system_lookup
+    host, _, port = cfg.dns_server.rpartition(":")
+    return nameserver_lookup(host.strip("[]"), int(port), timeout=min(cfg.timeout, 5.0))
+
+
+def make_session(cfg: DownloadConfig, lookup: Optional[Lookup] = None) -> aiohttp.ClientSession:
+    """Call inside the event loop: a keep-alive pool with the safe resolver behind openwit's
+    DNS cache (aiohttp's own cache is off: one cache, with negative answers and coalescing).
+    The pool itself is unlimited: HostLimits gates requests before their deadline starts."""
+    cached = CachingLookup(lookup or base_lookup(cfg), cfg.dns_ttl, cfg.dns_negative_ttl, cfg.dns_concurrency)
     connector = aiohttp.TCPConnector(
-        limit=0, limit_per_host=0, resolver=SafeResolver(cfg.allow_loopback, lookup), ttl_dns_cache=300,
+        limit=0, limit_per_host=0, resolver=SafeResolver(cfg.allow_loopback, cached), use_dns_cache=False,
     )
     return aiohttp.ClientSession(
         connector=connector, headers={"User-Agent": cfg.user_agent}, trust_env=False,
@@ -368,14 +382,14 @@ def make_session(cfg: DownloadConfig, lookup: Lookup = system_lookup) -> aiohttp
 class Downloader:
     """A blocking facade over one event loop thread: `fetch(url) -> FetchResult`."""
 
-    def __init__(self, cfg: DownloadConfig, lookup: Lookup = system_lookup):
+    def __init__(self, cfg: DownloadConfig, lookup: Optional[Lookup] = None):
         self.cfg = cfg
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="openwit-download", daemon=True)
         self.thread.start()
         self.session, self.limits = self._run(self._open(lookup)).result()
 
-    async def _open(self, lookup: Lookup):
+    async def _open(self, lookup: Optional[Lookup]):
         return make_session(self.cfg, lookup), HostLimits(self.cfg.concurrency, self.cfg.per_host)
 
     def _run(self, coroutine) -> concurrent.futures.Future:
