@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="X-Robots-Tag directives that opt an image out (comma-separated; empty: none)")
     g.add_argument("--allow-loopback", action="store_true",
                    help="allow 127.0.0.0/8 and ::1 (local tests and the demo); other private addresses stay refused")
+    g.add_argument("--max-host-rate", type=float, default=DownloadConfig.host_rate, metavar="R",
+                   help="request starts per second per host and worker process (0: only --per-host-connections)")
+    g.add_argument("--breaker-failure-ratio", type=float, default=DownloadConfig.breaker_failure_ratio,
+                   help="pause a host when this share of its last 20 attempts (10 at least) failed transiently; "
+                        "its URLs end as domain_unavailable (retryable); 0: never pause")
+    g.add_argument("--breaker-cooldown", type=float, default=DownloadConfig.breaker_cooldown,
+                   help="seconds a paused host waits before one probe request")
     g.add_argument("--dns-server", default=None, metavar="HOST:PORT",
                    help="ask this DNS server directly (A records over UDP) instead of the system resolver")
     g.add_argument("--dns-cache-ttl", type=float, default=DownloadConfig.dns_ttl,
@@ -187,7 +194,8 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
                                                if d.strip()),
             allow_loopback=args.allow_loopback,
             dns_server=args.dns_server, dns_ttl=args.dns_cache_ttl, dns_negative_ttl=args.dns_negative_ttl,
-            dns_concurrency=args.dns_concurrency,
+            dns_concurrency=args.dns_concurrency, host_rate=args.max_host_rate,
+            breaker_failure_ratio=args.breaker_failure_ratio, breaker_cooldown=args.breaker_cooldown,
         ),
         image=ImageConfig(
             image_size=args.image_size, resize_mode=args.resize_mode,
@@ -201,6 +209,10 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
         build_parser().error("--pre-download-slack must be >= 1: a smaller pre-download cap would starve entries")
     if args.decontaminate:
         check_eval_hashes(args.decontaminate, args.hash_method)
+    if not 0 <= args.breaker_failure_ratio <= 1:
+        build_parser().error("--breaker-failure-ratio is a share: between 0 and 1 (0: off)")
+    if args.max_host_rate < 0:
+        build_parser().error("--max-host-rate must be >= 0")
     if args.dns_server and not re.fullmatch(r"[^\s:]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", args.dns_server):
         build_parser().error(f"--dns-server takes HOST:PORT, got {args.dns_server!r}")
     if args.score_model and not os.path.isfile(args.score_model):

@@ -37,6 +37,8 @@ _REASONS = [
     Reason("blocked_address", "download", False, "the host is or resolves to a private, loopback, link-local, "
            "multicast, reserved or otherwise non-global address"),
     Reason("dns_failure", "download", True, "the host name did not resolve"),
+    Reason("domain_unavailable", "download", True, "not attempted: the host was paused by the circuit breaker "
+           "after most of its recent attempts failed (the detail says how many)"),
     Reason("connection_refused", "download", True, "the server refused the connection"),
     Reason("connection_reset", "download", True, "the connection broke before the body was complete"),
     Reason("tls_error", "download", False, "the TLS handshake or certificate failed"),

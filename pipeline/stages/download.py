@@ -35,6 +35,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from openwit.pipeline import __version__
+from openwit.pipeline.stages.politeness import CircuitBreaker, RatePacer
 from openwit.pipeline.stages.resolve import CachingLookup, Lookup, nameserver_lookup
 from openwit.schemas.reasons import REASONS
 
@@ -62,6 +63,10 @@ class DownloadConfig:
     dns_ttl: float = 300.0
     dns_negative_ttl: float = 60.0
     dns_concurrency: int = 32
+    # politeness per host and worker (pipeline/stages/politeness.py)
+    host_rate: float = 0.0  # request starts per second per host; 0: no limit beyond per_host slots
+    breaker_failure_ratio: float = 0.8  # pause a host when this share of its recent attempts failed; 0: never
+    breaker_cooldown: float = 60.0  # seconds a paused host waits before one probe
 
     @property
     def user_agent(self) -> str:
@@ -295,33 +300,49 @@ async def follow(session: aiohttp.ClientSession, url: str, cfg: DownloadConfig) 
     return FetchResult(None, None, "too_many_redirects", f"more than {cfg.max_redirects}")
 
 
-class HostLimits:
-    """Connection slots per host and overall, taken before an attempt's deadline starts: time
-    spent waiting for a slot must not count against a URL (it made reruns differ)."""
+def host_of(url: str) -> str:
+    try:
+        return URL(url).host or ""
+    except (ValueError, TypeError):
+        return ""
 
-    def __init__(self, concurrency: int, per_host: int):
+
+class HostLimits:
+    """Per-host politeness for one worker: connection slots per host and overall, a request
+    rate per host, and the circuit breaker (pipeline/stages/politeness.py). Slots are taken
+    before an attempt's deadline starts: time spent waiting must not count against a URL
+    (it made reruns differ)."""
+
+    def __init__(self, concurrency: int, per_host: int, host_rate: float = 0.0,
+                 breaker: Optional[CircuitBreaker] = None):
         self.total = asyncio.Semaphore(concurrency)
         self.per_host = per_host
         self.hosts: dict[str, asyncio.Semaphore] = {}
+        self.pacer = RatePacer(host_rate)
+        self.breaker = breaker or CircuitBreaker(failure_ratio=0)
 
     @contextlib.asynccontextmanager
-    async def slot(self, url: str):
-        try:
-            host = URL(url).host or ""
-        except (ValueError, TypeError):
-            host = ""
+    async def slot(self, host: str):
         semaphore = self.hosts.setdefault(host, asyncio.Semaphore(self.per_host))
         # The host's slot first: a URL waiting on a busy host must not hold a global slot.
-        async with semaphore, self.total:
-            yield
+        async with semaphore:
+            await asyncio.sleep(self.pacer.wait(host))
+            async with self.total:
+                yield
 
 
 async def fetch_once(
     session: aiohttp.ClientSession, url: str, cfg: DownloadConfig, limits: Optional[HostLimits] = None
 ) -> FetchResult:
     if limits is not None:
-        async with limits.slot(url):
-            return await fetch_once(session, url, cfg)
+        host = host_of(url)
+        paused = limits.breaker.refusal(host)
+        if paused:
+            return FetchResult(None, reason="domain_unavailable", detail=paused)
+        async with limits.slot(host):
+            result = await fetch_once(session, url, cfg)
+        limits.breaker.record(host, result.transient)
+        return result
     try:
         async with asyncio.timeout(cfg.timeout):
             return await follow(session, url, cfg)
@@ -348,7 +369,7 @@ async def fetch(
     """fetch_once with retries on transient failures (no slot is held while waiting)."""
     result = await fetch_once(session, url, cfg, limits)
     for attempt in range(cfg.retries):
-        if not result.transient:
+        if not result.transient or result.reason == "domain_unavailable":  # paused: not in this run
             break
         delay = retry_delay(result, attempt, url, cfg)
         if delay is None:
@@ -390,7 +411,9 @@ class Downloader:
         self.session, self.limits = self._run(self._open(lookup)).result()
 
     async def _open(self, lookup: Optional[Lookup]):
-        return make_session(self.cfg, lookup), HostLimits(self.cfg.concurrency, self.cfg.per_host)
+        breaker = CircuitBreaker(self.cfg.breaker_failure_ratio, self.cfg.breaker_cooldown)
+        limits = HostLimits(self.cfg.concurrency, self.cfg.per_host, self.cfg.host_rate, breaker)
+        return make_session(self.cfg, lookup), limits
 
     def _run(self, coroutine) -> concurrent.futures.Future:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
