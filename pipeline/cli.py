@@ -22,11 +22,42 @@ commands:
 Run `openwit COMMAND --help` for a command's options."""
 
 
+def incremental_main(argv: list[str]) -> int:
+    """`curate --retry-failed OUT` or `curate --extend OUT --input NEW ...` (pipeline/incremental.py)."""
+    from openwit.pipeline import incremental
+    from openwit.pipeline.audit import summary_text
+
+    parser = argparse.ArgumentParser(prog="openwit curate", description=incremental.__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--retry-failed", metavar="OUT", help="re-attempt the transient failures of OUT: "
+                       + ", ".join(incremental.TRANSIENT_REASONS))
+    which.add_argument("--extend", metavar="OUT", help="add the --input files to OUT's dataset")
+    parser.add_argument("--input", action="append", default=[], help="new input file or glob (with --extend)")
+    args, beam_args = parser.parse_known_args(argv)
+    if args.extend and not args.input:
+        parser.error("--extend needs --input NEW")
+    if args.retry_failed and args.input:
+        parser.error("--retry-failed takes no --input: it retries OUT's own candidates")
+    out = args.retry_failed or args.extend
+    try:
+        entry = incremental.rebuild(out, "retry_failed" if args.retry_failed else "extend", args.input,
+                                    beam_args or None)
+    except FileNotFoundError as err:
+        print(f"openwit curate: {err}", file=sys.stderr)
+        return 2
+    print(f"{entry['action']}: {entry['rows_appended']} ledger rows appended (revision {entry['revision']}), "
+          f"{entry['new_candidates']} new candidates, files rewritten: {', '.join(entry['shards_rewritten']) or 'none'}")
+    print(summary_text(out))
+    return 0
+
+
 def curate_main(argv: list[str]) -> int:
     from openwit.pipeline.curate import OutputConflict, curate
     from openwit.pipeline.audit import summary_text
     from openwit.pipeline.options import parse_curate_args
 
+    if "--retry-failed" in argv or "--extend" in argv:
+        return incremental_main(argv)
     if "--dry-run" in argv:
         from openwit.pipeline.dry_run import dry_run
 

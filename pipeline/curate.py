@@ -132,6 +132,7 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
         "beam_counters": counters,
         "balancing": ledger.read_json(os.path.join(cfg.output, "stats", "balance.json")) or {},
         "shards": ledger.read_json(os.path.join(output_paths(cfg.output)["shards"], "sizes.json")) or {},
+        "shard_count": len(ledger.read_json(os.path.join(output_paths(cfg.output)["shards"], "sizes.json")) or {}),
         "started_at": started,
         "finished_at": now(),
         "python": sys.version.split()[0],

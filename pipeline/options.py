@@ -34,6 +34,8 @@ class CurateConfig:
     tail_fraction: Optional[float] = None
     pre_download_slack: float = 2.0
     samples_per_shard: int = 10_000
+    shard_count: int = 0  # 0: ceil(kept / samples_per_shard); fixed by --retry-failed and --extend
+    staging_dir: Optional[str] = None  # default OUT/staging
     ledger_parts: int = 8
     overwrite: bool = False
     exact_dedup: str = "image"
@@ -69,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pre-download-slack", type=float, default=2.0,
                    help="balance at t x slack before download, at t after dedup (docs/balancing.md)")
     p.add_argument("--samples-per-shard", type=int, default=10_000)
+    p.add_argument("--shard-count", type=int, default=0,
+                   help="number of shard buckets (0: kept / --samples-per-shard); the manifest records it, "
+                        "and --retry-failed and --extend keep it so the layout stays stable")
     p.add_argument("--ledger-parts", type=int, default=8, help="number of ledger Parquet parts")
     p.add_argument("--overwrite", action="store_true", help="replace a different run's output")
     p.add_argument("--dry-run", action="store_true",
@@ -170,6 +175,7 @@ def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
         tail_fraction=args.tail_fraction,
         pre_download_slack=args.pre_download_slack,
         samples_per_shard=args.samples_per_shard,
+        shard_count=args.shard_count,
         ledger_parts=args.ledger_parts,
         overwrite=args.overwrite,
         exact_dedup=args.exact_dedup,

@@ -76,7 +76,7 @@ class DownloadFn(beam.DoFn):
     def finish(self, record, download):
         stage = functools.partial(fetch.stage_image, self.staging_dir)
         done = fetch.record_from_download(record, download.result(), self.cfg.image, stage)
-        if done.status != DROPPED:
+        if fetch.lasting(done):
             fetch.save_receipt(self.staging_dir, self.receipt_key(record), done)
         return done
 
@@ -282,6 +282,8 @@ def fetch_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
 
 def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None:
     paths = output_paths(cfg.output)
+    if cfg.staging_dir:  # --retry-failed and --extend rebuild elsewhere and reuse OUT's staging
+        paths["staging"] = cfg.staging_dir
     candidates, read_dropped = read_stage(p, cfg)
     pool = sample_pool(candidates, cfg, vocab_size)
     survivors, fetch_drops = fetch_and_dedup(pool["sampled"], cfg, paths["staging"])
@@ -318,7 +320,7 @@ def write_shards(survivors, cfg: CurateConfig, shards_dir: str):
     n_shards = (
         survivors
         | "CountKept" >> beam.combiners.Count.Globally()
-        | "ShardCount" >> beam.Map(write.shard_count, cfg.samples_per_shard)
+        | "ShardCount" >> beam.Map(lambda kept: cfg.shard_count or write.shard_count(kept, cfg.samples_per_shard))
     )
     assigned = survivors | "AssignShard" >> beam.Map(
         lambda r, n: (write.shard_of(r.uid, n), r), pvalue.AsSingleton(n_shards)

@@ -2,9 +2,11 @@
 
 Processed images are staged content-addressed (by the sha256 of the original bytes) under
 the output, so shuffles carry metadata only and the shard writer reads the staged file.
-Each successful fetch also leaves a small receipt (keyed by URL and the image and download
-settings): a rerun after a crash reuses it instead of downloading again. Failures leave no
-receipt, so a rerun tries them again.
+Each fetch with a lasting outcome leaves a small receipt, keyed by URL and the image and
+download settings. That is a success, or a permanent failure (404, not an image,
+opted out, ...). A rerun (after a crash, `--retry-failed`, `--extend`) reuses the receipt
+instead of downloading again. Transient failures (timeouts, 5xx, DNS) leave no receipt, so a
+rerun tries them again.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from apache_beam.io.filesystems import FileSystems
 from openwit.pipeline.stages.download import Downloader, FetchResult
 from openwit.pipeline.stages.image import ImageConfig, ImageRejected, process_image
 from openwit.pipeline.files import exists, read_file, write_atomically
-from openwit.schemas.record import Record, drop
+from openwit.schemas.reasons import REASONS
+from openwit.schemas.record import DROPPED, Record, drop
 
 
 def staged_path(staging_dir: str, sha256: str, extension: str) -> str:
@@ -49,8 +52,18 @@ def receipt_path(staging_dir: str, key: str) -> str:
     return FileSystems.join(staging_dir, "fetched", key[:2], f"{key}.json")
 
 
+def lasting(record: Record) -> bool:
+    """Whether the fetch's outcome would be the same next time: kept going, or a permanent drop."""
+    if record.status != DROPPED:
+        return True
+    return record.reason != "internal_error" and not REASONS[record.reason].transient
+
+
 def save_receipt(staging_dir: str, key: str, record: Record) -> None:
-    fields = {name: getattr(record, name) for name in RECEIPT_FIELDS}
+    if record.status == DROPPED:
+        fields = {"reason": record.reason, "detail": record.detail, "http_status": record.http_status}
+    else:
+        fields = {name: getattr(record, name) for name in RECEIPT_FIELDS}
     write_atomically(receipt_path(staging_dir, key), json.dumps(fields, sort_keys=True).encode("utf-8"))
 
 
@@ -64,6 +77,8 @@ def reuse_receipt(staging_dir: str, key: str, record: Record) -> Optional[Record
         fields = json.loads(read_file(path))
     except ValueError:  # cannot happen with atomic writes, but a bad receipt only costs a download
         return None
+    if fields.get("reason"):  # a permanent failure: never asked again
+        return drop(record.update(http_status=fields.get("http_status")), fields["reason"], fields.get("detail") or "")
     image_path = staged_path(staging_dir, fields.get("sha256") or "", fields.get("image_format") or "")
     if not exists(image_path):
         return None

@@ -1,0 +1,130 @@
+"""`openwit curate --retry-failed OUT` and `openwit curate --extend OUT --input NEW`.
+
+Both rebuild, then merge:
+1. The original command (from OUT/manifest.json) runs again into OUT/.openwit/rebuild, with
+   extra inputs for --extend. Three things make it cheap and stable:
+   - OUT's staging is reused. Every download with a lasting outcome (a success, or a
+     permanent failure such as 404 or not_image) has a receipt and is not fetched again.
+     Only transient failures (TRANSIENT_REASONS) and never-seen URLs are downloaded.
+   - The shard count recorded at the first run is kept, so the layout stays stable.
+   - Balancing, dedup and sharding are decided again over everything, with the same seed.
+     The result is what one run would have given if those URLs had answered the first time
+     (or if NEW had been there from the start).
+2. The merge appends a ledger row, at a new revision, for every candidate whose outcome
+   changed or that is new. It replaces only the shard files whose bytes changed, and updates
+   the stats and the manifest (with a log entry).
+   - Taken-down candidates stay taken down, and their samples stay out of the shards.
+   - The merge is idempotent: after a crash, run the same command again.
+
+The inputs are read again (CPU stages only; no download repeats). Paths in the manifest are as
+they were given: run from the same directory, or give absolute paths.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+
+from openwit.pipeline import files, ledger, takedown
+from openwit.pipeline.curate import curate
+from openwit.pipeline.options import CurateConfig, parse_curate_args
+from openwit.schemas.reasons import REASONS
+
+# The drop reasons a later attempt can change (REASONS marks them): --retry-failed re-asks
+# exactly these; the others are lasting and never retried.
+TRANSIENT_REASONS = sorted(name for name, r in REASONS.items() if r.transient)
+REBUILD = os.path.join(".openwit", "rebuild")
+_NOT_COMPARED = ("revision", "recorded_at")
+
+
+def original_config(out_dir: str) -> tuple[CurateConfig, list[str], dict]:
+    manifest = ledger.read_json(os.path.join(out_dir, "manifest.json"))
+    if manifest is None:
+        raise FileNotFoundError(f"{out_dir} has no manifest.json: finish (rerun) the original command first")
+    argv = [a for a in manifest["argv"] if a != "curate"]
+    cfg, _ = parse_curate_args(argv + list(manifest["beam_args"]))
+    return cfg, list(manifest["beam_args"]), manifest
+
+
+def rebuild(out_dir: str, action: str, new_inputs=(), beam_args=None) -> dict:
+    """Rebuild OUT with its own command (plus new inputs), then merge; -> the log entry."""
+    cfg, original_beam_args, manifest = original_config(out_dir)
+    temp = os.path.join(out_dir, REBUILD)
+    files.remove(temp)
+    cfg = dataclasses.replace(cfg, inputs=cfg.inputs + tuple(new_inputs), output=temp, overwrite=True,
+                              shard_count=manifest.get("shard_count") or len(manifest.get("shards") or {}),
+                              staging_dir=os.path.join(out_dir, "staging"))
+    argv = ["curate", *_argv_with(manifest["argv"], new_inputs)]
+    rebuilt = curate(cfg, beam_args if beam_args is not None else original_beam_args, argv)
+    entry = merge(out_dir, temp, action)
+    entry["inputs_added"] = list(new_inputs)
+    _update_manifest(out_dir, entry, rebuilt, argv)
+    files.remove(temp)
+    return entry
+
+
+def _argv_with(argv: list[str], new_inputs) -> list[str]:
+    args = [a for a in argv if a != "curate"]
+    for path in new_inputs:
+        args += ["--input", path]
+    return args
+
+
+def merge(out_dir: str, temp: str, action: str) -> dict:
+    old_table = ledger.read_ledger(out_dir)
+    old = {row["uid"]: row for row in ledger.current_state(old_table).to_pylist()}
+    new = ledger.current_state(ledger.read_ledger(temp)).to_pylist()
+    taken_down = {uid for uid, row in old.items() if row["reason"] == "takedown"}
+    _remove_samples(temp, [row for row in new if row["uid"] in taken_down and row["status"] == "kept"])
+    rewritten = _replace_changed_files(os.path.join(temp, "shards"), os.path.join(out_dir, "shards"))
+    _replace_changed_files(os.path.join(temp, "stats"), os.path.join(out_dir, "stats"))
+    changed = [row for row in new if row["uid"] not in taken_down and _differs(old.get(row["uid"]), row)]
+    revision = max(old_table.column("revision").to_pylist()) + 1
+    at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if changed:
+        takedown.append_rows(out_dir, [takedown.to_record(row) for row in changed], revision, at)
+    return {"action": action, "at": at, "revision": revision if changed else None, "rows_appended": len(changed),
+            "new_candidates": sum(1 for row in new if row["uid"] not in old), "shards_rewritten": rewritten}
+
+
+def _differs(old_row, new_row) -> bool:
+    if old_row is None:
+        return True
+    return any(old_row.get(k) != v for k, v in new_row.items() if k not in _NOT_COMPARED)
+
+
+def _remove_samples(temp: str, rows: list) -> None:
+    """Keep takedowns in force: their samples leave the rebuilt shards too."""
+    by_shard = {}
+    for row in rows:
+        by_shard.setdefault(row["shard"], set()).add(row["key"])
+    shards_dir = os.path.join(temp, "shards")
+    sizes = {shard: takedown.rewrite_shard(shards_dir, shard, keys) for shard, keys in sorted(by_shard.items())}
+    if sizes:
+        takedown.update_sizes(shards_dir, sizes)
+
+
+def _replace_changed_files(source_dir: str, target_dir: str) -> list[str]:
+    """Copy every file of source_dir whose bytes differ into target_dir (atomically); -> names."""
+    replaced = []
+    for path in files.matching(os.path.join(source_dir, "*")):
+        name = os.path.basename(path)
+        data = files.read_file(path)
+        target = os.path.join(target_dir, name)
+        if not files.exists(target) or files.read_file(target) != data:
+            files.write_atomically(target, data)
+            replaced.append(name)
+    return replaced
+
+
+def _update_manifest(out_dir: str, entry: dict, rebuilt: dict, argv: list[str]) -> None:
+    path = os.path.join(out_dir, "manifest.json")
+    manifest = {**ledger.read_json(path), **ledger.outcomes(out_dir)}
+    manifest["shards"] = ledger.read_json(os.path.join(out_dir, "shards", "sizes.json"))
+    manifest["balancing"] = ledger.read_json(os.path.join(out_dir, "stats", "balance.json")) or {}
+    manifest["argv"] = argv  # with --extend's inputs: the command OUT now stands for
+    manifest["config"]["inputs"] = rebuilt["config"]["inputs"]
+    manifest["inputs"] = rebuilt["inputs"]
+    manifest.setdefault("updates", []).append(entry)
+    files.write_atomically(path, json.dumps(manifest, indent=1, sort_keys=True).encode())

@@ -1,0 +1,123 @@
+"""--retry-failed and --extend: the dataset afterwards equals one run in which the failed URLs
+answered the first time (or in which the new input was there from the start): the same
+current ledger state, and the same samples in every shard."""
+import glob
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from openwit.pipeline import demo_web, incremental
+from openwit.pipeline.cli import main as cli
+from openwit.pipeline.demo import write_web_inputs
+from openwit.pipeline.ledger import current_state, read_ledger
+from openwit.pipeline.verify import verify
+from test_crash_safety import CountingRoutes
+from test_curate_e2e import curate_args, run_curate
+
+FLAKY = 10  # images whose first request gets a 503
+
+
+def comparable_state(out):
+    rows = current_state(read_ledger(out)).to_pylist()
+    return {r["uid"]: {k: v for k, v in r.items() if k not in ("revision", "recorded_at")} for r in rows}
+
+
+def samples_per_shard(out):
+    return {os.path.basename(p): {(r["uid"], r["sha256"], r["caption"]) for r in pq.read_table(p).to_pylist()}
+            for p in sorted(glob.glob(os.path.join(out, "shards", "*.parquet")))}
+
+
+def args(candidates, vocab, out, *extra):
+    # retries 0: a 503 stays a failure; t = 8: balancing decides, so recounts matter
+    return curate_args(candidates, vocab, out, "--retries", "0", "--threshold", "8", "--samples-per-shard", "10",
+                       *extra)
+
+
+@pytest.fixture(scope="module")
+def retried(tmp_path_factory):
+    root = tmp_path_factory.mktemp("retry")
+    web = demo_web.build_web(n_images=60, seed=11)
+    flaky = [p for p in web.routes if p.startswith("/img/")][:FLAKY]
+    for path in flaky:
+        web.routes[path] = [demo_web.Response(503, "text/plain", b"busy"), web.routes[path]]
+    routes = CountingRoutes(web.routes)
+    with demo_web.serve(routes) as base:
+        candidates, vocab = write_web_inputs(str(root / "web"), web, base)
+        out, ref = str(root / "out"), str(root / "ref")
+        first = run_curate(args(candidates, vocab, out))
+        first_state = comparable_state(out)
+        hits_before = dict(routes.hits)
+        assert cli(["curate", "--retry-failed", out]) == 0
+        hits_retry = {p: routes.hits[p] - hits_before.get(p, 0) for p in routes.hits}
+        again = dict(routes.hits)
+        assert cli(["curate", "--retry-failed", out]) == 0  # nothing left to change
+        hits_again = {p: routes.hits[p] - again.get(p, 0) for p in routes.hits}
+        run_curate(args(candidates, vocab, ref, "--shard-count", str(first["shard_count"])))
+    return {"out": out, "ref": ref, "first": first, "first_state": first_state, "flaky": flaky,
+            "hits_retry": hits_retry, "hits_again": hits_again,
+            "base": base}
+
+
+def test_the_flaky_urls_failed_first_and_are_kept_after_the_retry(retried):
+    flaky_urls = {retried["base"] + p for p in retried["flaky"]}
+    failed = {uid: r for uid, r in retried["first_state"].items() if r["reason"] == "http_5xx"}
+    assert flaky_urls <= {r["url"] for r in failed.values()}
+    rows = read_ledger(retried["out"]).to_pylist()
+    now = {r["uid"]: r for r in current_state(read_ledger(retried["out"])).to_pylist()}
+    for uid, was in failed.items():
+        if was["url"] in flaky_urls:  # answered this time: a new row supersedes the failure
+            assert now[uid]["revision"] == 1 and now[uid]["reason"] != "http_5xx"
+        else:  # /error/ answers 500 every time: asked again, same outcome, no new row
+            assert now[uid]["revision"] == 0 and now[uid]["reason"] == "http_5xx"
+    assert max(r["revision"] for r in rows) == 1  # the second retry appended nothing
+
+
+def test_after_the_retry_the_dataset_equals_a_run_where_they_answered(retried):
+    assert comparable_state(retried["out"]) == comparable_state(retried["ref"])
+    assert samples_per_shard(retried["out"]) == samples_per_shard(retried["ref"])
+    assert not verify(retried["out"])
+
+
+def test_only_transient_failures_were_asked_again(retried):
+    base = retried["base"]
+    transient = {r["url"][len(base):] for r in retried["first_state"].values()
+                 if r["reason"] in incremental.TRANSIENT_REASONS}
+    asked = {p for p, n in retried["hits_retry"].items() if n}
+    # the flaky and /error/ paths at least (a loaded machine may time out a few more); never
+    # a success, a 404 or a not_image
+    assert set(retried["flaky"]) <= asked and asked == transient
+    errors = {p for p in transient if p.startswith("/error/")}  # 500 every time: still transient
+    assert errors and errors <= {p for p, n in retried["hits_again"].items() if n}
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extend")
+    web = demo_web.build_web(n_images=80, seed=12)
+    with demo_web.serve(web.routes) as base:
+        candidates, vocab = write_web_inputs(str(root / "web"), web, base)
+        table = pq.read_table(candidates)
+        half = table.num_rows // 2
+        a, b = str(root / "web" / "a.parquet"), str(root / "web" / "b.parquet")
+        pq.write_table(table.slice(0, half), a)
+        pq.write_table(table.slice(half), b)
+        out, ref = str(root / "out"), str(root / "ref")
+        first = run_curate(args(a, vocab, out))
+        before = comparable_state(out)
+        assert cli(["curate", "--extend", out, "--input", b]) == 0
+        run_curate(args(a, vocab, ref, "--input", b, "--shard-count", str(first["shard_count"])))
+    return {"out": out, "ref": ref, "before": before, "half": half}
+
+
+def test_extend_a_then_b_equals_one_run_on_a_and_b(extended):
+    assert comparable_state(extended["out"]) == comparable_state(extended["ref"])
+    assert samples_per_shard(extended["out"]) == samples_per_shard(extended["ref"])
+    assert not verify(extended["out"])
+
+
+def test_extend_re_decides_old_candidates_both_ways(extended):
+    after = comparable_state(extended["out"])
+    changed = [uid for uid, row in extended["before"].items() if row["status"] != after[uid]["status"]]
+    assert changed  # B's candidates raised entry counts over t: some of A's pairs left the set
+    assert len(after) > len(extended["before"])
