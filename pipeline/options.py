@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="openwit curate",
         description="Curate web (image url, caption) candidates into WebDataset shards with a ledger. "
         "Unknown flags go to Beam (e.g. --runner, --direct_num_workers, --direct_running_mode).",
+        epilog="Later, on a finished output: `openwit curate --retry-failed OUT` re-attempts its transient "
+        "failures; `openwit curate --extend OUT --input NEW` adds candidates (docs/incremental.md).",
     )
     p.add_argument("--input", action="append", required=True, help="input file or glob (repeatable)")
     p.add_argument("--vocab", default=None,

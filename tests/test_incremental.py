@@ -4,6 +4,7 @@ current ledger state, and the same samples in every shard."""
 import glob
 import os
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -12,6 +13,7 @@ from openwit.pipeline.cli import main as cli
 from openwit.pipeline.demo import write_web_inputs
 from openwit.pipeline.ledger import current_state, read_ledger
 from openwit.pipeline.verify import verify
+from scenes import jpeg, scene
 from test_crash_safety import CountingRoutes
 from test_curate_e2e import curate_args, run_curate
 
@@ -93,21 +95,22 @@ def test_only_transient_failures_were_asked_again(retried):
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory):
+    """A: 24 zebra pairs (t = 24: all kept); B: 72 more, so zebra crosses t and A's pairs
+    are decided again (each stays with p well below 1)."""
     root = tmp_path_factory.mktemp("extend")
-    web = demo_web.build_web(n_images=80, seed=12)
-    with demo_web.serve(web.routes) as base:
-        candidates, vocab = write_web_inputs(str(root / "web"), web, base)
-        table = pq.read_table(candidates)
-        half = table.num_rows // 2
-        a, b = str(root / "web" / "a.parquet"), str(root / "web" / "b.parquet")
-        pq.write_table(table.slice(0, half), a)
-        pq.write_table(table.slice(half), b)
-        out, ref = str(root / "out"), str(root / "ref")
-        first = run_curate(args(a, vocab, out))
+    routes = {f"/z/{i}": demo_web.Response(200, "image/jpeg", jpeg(scene(i, (240, 200)))) for i in range(96)}
+    (root / "vocab.txt").write_text("zebra\n")
+    with demo_web.serve(routes) as base:
+        rows = [{"url": f"{base}/z/{i}", "caption": f"a photo of a zebra, number {i}"} for i in range(96)]
+        a, b = str(root / "a.parquet"), str(root / "b.parquet")
+        pq.write_table(pa.Table.from_pylist(rows[:24]), a)
+        pq.write_table(pa.Table.from_pylist(rows[24:]), b)
+        vocab, out, ref = str(root / "vocab.txt"), str(root / "out"), str(root / "ref")
+        first = run_curate(args(a, vocab, out, "--threshold", "24"))
         before = comparable_state(out)
         assert cli(["curate", "--extend", out, "--input", b]) == 0
-        run_curate(args(a, vocab, ref, "--input", b, "--shard-count", str(first["shard_count"])))
-    return {"out": out, "ref": ref, "before": before, "half": half}
+        run_curate(args(a, vocab, ref, "--threshold", "24", "--input", b, "--shard-count", str(first["shard_count"])))
+    return {"out": out, "ref": ref, "before": before}
 
 
 def test_extend_a_then_b_equals_one_run_on_a_and_b(extended):
@@ -116,8 +119,9 @@ def test_extend_a_then_b_equals_one_run_on_a_and_b(extended):
     assert not verify(extended["out"])
 
 
-def test_extend_re_decides_old_candidates_both_ways(extended):
-    after = comparable_state(extended["out"])
-    changed = [uid for uid, row in extended["before"].items() if row["status"] != after[uid]["status"]]
-    assert changed  # B's candidates raised entry counts over t: some of A's pairs left the set
-    assert len(after) > len(extended["before"])
+def test_extend_re_decides_old_candidates(extended):
+    before, after = extended["before"], comparable_state(extended["out"])
+    assert all(row["status"] == "kept" for row in before.values())  # 24 zebras <= t
+    left = [uid for uid in before if after[uid]["status"] != "kept"]
+    assert left and all(after[uid]["stage"].startswith("balance") for uid in left)
+    assert len(after) == 96
