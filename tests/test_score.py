@@ -70,6 +70,8 @@ def test_every_pair_that_reaches_the_score_stage_keeps_its_score(scored):
 
 def test_min_score_drops_the_low_scorers_with_their_reason(scored):
     rows = current_state(read_ledger(scored["filtered"])).to_pylist()
+    plain = current_state(read_ledger(scored["plain"])).column("uid").to_pylist()
+    assert sorted(r["uid"] for r in rows) == sorted(plain)  # still one current row per input
     low = [r for r in rows if r["reason"] == "low_clip_score"]
     kept = [r for r in rows if r["status"] == "kept"]
     assert low and kept
