@@ -126,5 +126,8 @@ def _update_manifest(out_dir: str, entry: dict, rebuilt: dict, argv: list[str]) 
     manifest["argv"] = argv  # with --extend's inputs: the command OUT now stands for
     manifest["config"]["inputs"] = rebuilt["config"]["inputs"]
     manifest["inputs"] = rebuilt["inputs"]
+    # the rebuild's Beam counters describe the whole dataset now (takedowns aside)
+    manifest["funnel_from_metrics"] = rebuilt["funnel_from_metrics"]
+    manifest["beam_counters"] = rebuilt["beam_counters"]
     manifest.setdefault("updates", []).append(entry)
     files.write_atomically(path, json.dumps(manifest, indent=1, sort_keys=True).encode())

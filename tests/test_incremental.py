@@ -125,3 +125,13 @@ def test_extend_re_decides_old_candidates(extended):
     left = [uid for uid in before if after[uid]["status"] != "kept"]
     assert left and all(after[uid]["stage"].startswith("balance") for uid in left)
     assert len(after) == 96
+
+
+def test_the_manifest_tells_the_merged_dataset(retried):
+    import json
+
+    manifest = json.load(open(os.path.join(retried["out"], "manifest.json")))
+    assert manifest["funnel"] == manifest["funnel_from_metrics"]
+    assert [u["action"] for u in manifest["updates"]] == ["retry_failed", "retry_failed"]
+    assert manifest["updates"][0]["rows_appended"] >= FLAKY and manifest["updates"][1]["rows_appended"] == 0
+    assert manifest["shard_count"] == retried["first"]["shard_count"] == len(manifest["shards"])
