@@ -38,11 +38,15 @@ def incremental_main(argv: list[str]) -> int:
         parser.error("--extend needs --input NEW")
     if args.retry_failed and args.input:
         parser.error("--retry-failed takes no --input: it retries OUT's own candidates")
+    from openwit.pipeline.options import unknown_beam_args
+
+    unknown = unknown_beam_args(beam_args)
+    if unknown:
+        parser.error(f"unrecognized arguments (Beam options only here): {' '.join(unknown)}")
     out = args.retry_failed or args.extend
     try:
-        entry = incremental.rebuild(out, "retry_failed" if args.retry_failed else "extend", args.input,
-                                    beam_args or None)
-    except FileNotFoundError as err:
+        entry = incremental.rebuild(out, "retry_failed" if args.retry_failed else "extend", args.input, beam_args)
+    except (incremental.CannotUpdate, FileNotFoundError, ValueError) as err:
         print(f"openwit curate: {err}", file=sys.stderr)
         return 2
     print(f"{entry['action']}: {entry['rows_appended']} ledger rows appended (revision {entry['revision']}), "

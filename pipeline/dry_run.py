@@ -52,10 +52,10 @@ def plan_lines(cfg: CurateConfig) -> list[str]:
         f"{cfg.download.concurrency} in flight, {cfg.download.per_host} per host",
         f"image      shorter side >= {image.min_image_size}, aspect <= {image.max_aspect_ratio or 'any'}, "
         f"resize {image.resize_mode} to {image.image_size}, {image.output_format}",
+        *([f"score      cosine of {cfg.score_model}, drop below {cfg.min_score}"] if cfg.score_model else []),
         f"dedup      exact {cfg.exact_dedup}, near-duplicates "
         f"{'off' if cfg.near_dup_distance < 0 else f'{image.hash_method} <= {cfg.near_dup_distance} bits'}"
         f"{f', decontaminate against {cfg.decontaminate}' if cfg.decontaminate else ''}",
-        *([f"score      cosine of {cfg.score_model}, drop below {cfg.min_score}"] if cfg.score_model else []),
         f"write      {cfg.samples_per_shard:,} samples per shard into {cfg.output}",
     ]
 

@@ -36,9 +36,7 @@ def write_atomically(path: str, data: bytes) -> None:
         return
     with FileSystems.create(temporary) as f:
         f.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([temporary], [path])
+    FileSystems.rename([temporary], [path])  # replaces an existing file on gs://, s3:// and local
 
 
 def read_file(path: str) -> bytes:
@@ -54,8 +52,8 @@ def read_parquet(path: str, columns=None) -> pa.Table:
 
 def matching(pattern: str) -> list[str]:
     """Sorted paths matching a glob pattern (`*` stays inside one path segment)."""
-    if not is_remote(pattern):
-        return sorted(glob.glob(pattern))
+    if not is_remote(pattern):  # only the last segment is a pattern: escape the directories
+        return sorted(glob.glob(os.path.join(glob.escape(os.path.dirname(pattern)), os.path.basename(pattern))))
     return sorted(meta.path for meta in FileSystems.match([pattern])[0].metadata_list)
 
 

@@ -27,8 +27,8 @@ import json
 import os
 
 from openwit.pipeline import files, ledger, takedown
-from openwit.pipeline.curate import curate
-from openwit.pipeline.options import CurateConfig, parse_curate_args
+from openwit.pipeline.curate import curate, describe_inputs
+from openwit.pipeline.options import CurateConfig, parse_curate_args, with_default_runner
 from openwit.schemas.reasons import REASONS
 
 # The drop reasons a later attempt can change (REASONS marks them): --retry-failed re-asks
@@ -38,25 +38,44 @@ REBUILD = os.path.join(".openwit", "rebuild")
 _NOT_COMPARED = ("revision", "recorded_at")
 
 
+class CannotUpdate(ValueError):
+    pass
+
+
 def original_config(out_dir: str) -> tuple[CurateConfig, list[str], dict]:
+    if files.is_remote(out_dir):  # the merge rewrites tars in place with local file calls
+        raise CannotUpdate("--retry-failed and --extend need a local OUT (copy it, or mount the bucket)")
     manifest = ledger.read_json(os.path.join(out_dir, "manifest.json"))
     if manifest is None:
-        raise FileNotFoundError(f"{out_dir} has no manifest.json: finish (rerun) the original command first")
-    argv = [a for a in manifest["argv"] if a != "curate"]
-    cfg, _ = parse_curate_args(argv + list(manifest["beam_args"]))
+        raise CannotUpdate(f"{out_dir} has no manifest.json: finish (rerun) the original command first")
+    cfg, _ = parse_curate_args(_args(manifest["argv"]) + list(manifest["beam_args"]))
     return cfg, list(manifest["beam_args"]), manifest
+
+
+def _args(argv: list[str]) -> list[str]:
+    return argv[1:] if argv and argv[0] == "curate" else list(argv)
+
+
+def check_inputs_unchanged(cfg: CurateConfig, manifest: dict) -> None:
+    """The old inputs must be what the first run read: otherwise its rows would not be rebuilt."""
+    now = describe_inputs(cfg)
+    if now != manifest["inputs"]:
+        raise CannotUpdate("the original inputs changed since OUT was built (files added, removed or edited); "
+                           "curate them into a new output instead")
 
 
 def rebuild(out_dir: str, action: str, new_inputs=(), beam_args=None) -> dict:
     """Rebuild OUT with its own command (plus new inputs), then merge; -> the log entry."""
     cfg, original_beam_args, manifest = original_config(out_dir)
+    check_inputs_unchanged(cfg, manifest)
+    new_inputs = [p for p in new_inputs if p not in cfg.inputs]  # a rerun after a crash adds nothing twice
     temp = os.path.join(out_dir, REBUILD)
     files.remove(temp)
     cfg = dataclasses.replace(cfg, inputs=cfg.inputs + tuple(new_inputs), output=temp, overwrite=True,
                               shard_count=manifest.get("shard_count") or len(manifest.get("shards") or {}),
                               staging_dir=os.path.join(out_dir, "staging"))
     argv = ["curate", *_argv_with(manifest["argv"], new_inputs)]
-    rebuilt = curate(cfg, beam_args if beam_args is not None else original_beam_args, argv)
+    rebuilt = curate(cfg, with_default_runner(original_beam_args + list(beam_args or [])), argv)
     entry = merge(out_dir, temp, action)
     entry["inputs_added"] = list(new_inputs)
     _update_manifest(out_dir, entry, rebuilt, argv)
@@ -65,7 +84,7 @@ def rebuild(out_dir: str, action: str, new_inputs=(), beam_args=None) -> dict:
 
 
 def _argv_with(argv: list[str], new_inputs) -> list[str]:
-    args = [a for a in argv if a != "curate"]
+    args = _args(argv)
     for path in new_inputs:
         args += ["--input", path]
     return args
@@ -75,6 +94,9 @@ def merge(out_dir: str, temp: str, action: str) -> dict:
     old_table = ledger.read_ledger(out_dir)
     old = {row["uid"]: row for row in ledger.current_state(old_table).to_pylist()}
     new = ledger.current_state(ledger.read_ledger(temp)).to_pylist()
+    missing = set(old) - {row["uid"] for row in new}
+    if missing:  # cannot happen with unchanged inputs; never leave rows that point at nothing
+        raise CannotUpdate(f"{len(missing)} candidates of OUT are not in the rebuild (e.g. {sorted(missing)[0]})")
     taken_down = {uid for uid, row in old.items() if row["reason"] == "takedown"}
     _remove_samples(temp, [row for row in new if row["uid"] in taken_down and row["status"] == "kept"])
     rewritten = _replace_changed_files(os.path.join(temp, "shards"), os.path.join(out_dir, "shards"))

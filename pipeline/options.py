@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model score (DataComp's CLIP-score filter, with a model you trained)")
     g.add_argument("--score-model", default=None,
                    help="an openwit checkpoint (openwit train): record the image-caption cosine of every pair "
-                        "that survives dedup, in the ledger's clip_score")
+                        "that passes the image rules (before dedup), in the ledger's clip_score")
     g.add_argument("--min-score", type=float, default=-1.0,
                    help="drop pairs whose --score-model cosine is below this (reason low_clip_score); "
                         "-1 records scores without dropping")

@@ -258,14 +258,18 @@ def near_dedup(records, k: int, mode: str = "image"):
 
 
 def fetch_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
-    """-> (unique survivors, [dropped]): download, image rules, decontamination, exact and
-    near-duplicate dedup."""
+    """-> (unique survivors, [dropped]): download, image rules, the model score, decontamination,
+    exact and near-duplicate dedup."""
     fetched = (
         sampled
         | "SpreadDownloads" >> beam.Reshuffle()
         | "Download" >> beam.ParDo(DownloadFn(cfg, staging_dir)).with_outputs(DROPPED, main="kept")
     )
     survivors, drops = fetched.kept, [fetched[DROPPED]]
+    if cfg.score_model:  # before dedup: a duplicate group's survivor must be a pair that passed
+        survivors, dropped = apply_stage(
+            survivors, "score", functools.partial(build_score, cfg.score_model, cfg.min_score))
+        drops.append(dropped)
     if cfg.decontaminate:
         k = max(cfg.near_dup_distance, 0)
         survivors, dropped = apply_stage(
@@ -287,10 +291,6 @@ def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None
     candidates, read_dropped = read_stage(p, cfg)
     pool = sample_pool(candidates, cfg, vocab_size)
     survivors, fetch_drops = fetch_and_dedup(pool["sampled"], cfg, paths["staging"])
-    if cfg.score_model:
-        survivors, dropped = apply_stage(
-            survivors, "score", functools.partial(build_score, cfg.score_model, cfg.min_score))
-        fetch_drops.append(dropped)
     survivor_counts = balancing.count_entries(survivors, "Survivor", vocab_size)
     final, final_dropped = balancing.balance_phase(
         survivors, "final", survivor_counts, pool["threshold"], cfg.pre_download_slack, cfg.seed

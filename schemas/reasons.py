@@ -17,7 +17,7 @@ class Reason:
     description: str
 
 
-STAGES = ("read", "text", "match", "url_dedup", "balance_pre", "download", "image", "dedup", "score", "balance_final", "write", "takedown")
+STAGES = ("read", "text", "match", "url_dedup", "balance_pre", "download", "image", "score", "dedup", "balance_final", "write", "takedown")
 
 _REASONS = [
     Reason("malformed_row", "read", False, "the input row cannot be parsed (e.g. a broken JSON line)"),

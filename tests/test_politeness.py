@@ -35,15 +35,17 @@ def test_the_breaker_pauses_a_failing_host_then_probes_it():
     assert "10 of its last 10" in breaker.refusal("dead.test")
     assert breaker.refusal("up.test") is None
     clock.now += 61
-    assert breaker.refusal("dead.test") is None  # the probe goes
+    assert breaker.admit("dead.test") == (None, True)  # the probe goes
     assert breaker.refusal("dead.test")  # others wait for the probe's answer
-    breaker.record("dead.test", failed=True)  # probe failed: paused again
+    breaker.record("dead.test", failed=False)  # a late answer of an older request decides nothing
+    assert breaker.refusal("dead.test")
+    breaker.record("dead.test", failed=True, probe=True)  # probe failed: paused again
     clock.now += 30
     assert breaker.refusal("dead.test")
     clock.now += 31
-    assert breaker.refusal("dead.test") is None
-    breaker.record("dead.test", failed=False)  # probe answered: closed, history cleared
-    assert breaker.refusal("dead.test") is None and breaker.refusal("dead.test") is None
+    assert breaker.admit("dead.test") == (None, True)
+    breaker.record("dead.test", failed=False, probe=True)  # probe answered: closed, history cleared
+    assert breaker.admit("dead.test") == (None, False) and breaker.refusal("dead.test") is None
 
 
 def test_a_host_that_answers_mostly_is_never_paused():
@@ -88,6 +90,7 @@ def test_a_host_that_always_times_out_is_paused_and_its_neighbour_is_not():
             up_statuses = collections.Counter(f.result(timeout=120).http_status for f in up)
         finally:
             downloader.close()
-    assert sum(dead_reasons.values()) == 60 and set(dead_reasons) == {"timeout", "domain_unavailable"}
-    assert dead_reasons["domain_unavailable"] >= 30  # most never waited out their own timeout
+    # a URL whose first attempt timed out may find the host paused at its retry
+    assert sum(dead_reasons.values()) == 60 and set(dead_reasons) <= {"timeout", "domain_unavailable"}
+    assert dead_reasons["domain_unavailable"] >= 40  # most never waited out their own timeout
     assert up_statuses == {200: 20}

@@ -135,3 +135,20 @@ def test_curate_resolves_through_the_configured_server_and_records_nxdomain(tmp_
     assert all(state[r["url"]]["http_status"] == 200 for r in rows[:6])  # fetched via images.test
     assert [state[r["url"]]["reason"] for r in rows[6:]] == ["dns_failure"] * 3
     assert dns_server.queries <= 1 + 3  # images.test once per worker cache, each missing name once
+
+
+def test_a_caller_that_gives_up_does_not_fail_the_others(server):
+    """The first caller's deadline ends during the lookup; a later caller with time left
+    still gets the answer."""
+    dns_server, port = server
+    cache = CachingLookup(nameserver_lookup("127.0.0.1", port))
+
+    async def two():
+        first = asyncio.ensure_future(asyncio.wait_for(cache("host19.test", 80), 0.1))  # answers at 0.3 s
+        await asyncio.sleep(0.05)
+        second = await cache("host19.test", 80)
+        with pytest.raises(asyncio.TimeoutError):
+            await first
+        return second
+
+    assert run(two()) == ["127.0.0.1"] and dns_server.queries == 1

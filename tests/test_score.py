@@ -78,7 +78,7 @@ def test_min_score_drops_the_low_scorers_with_their_reason(scored):
     assert all(r["stage"] == "score" and r["clip_score"] < scored["cut"] for r in low)
     assert all(r["clip_score"] >= scored["cut"] for r in kept)
     funnel = scored["manifest"]["funnel"]
-    assert funnel["dedup"] - funnel["score"] == len(low)
+    assert funnel["image"] - funnel["score"] == len(low)
     assert scored["manifest"]["score_model"]["sha256"] and scored["manifest"]["score_model"]["min_score"] == pytest.approx(scored["cut"])
     assert not verify(scored["filtered"])  # the audit's checks hold, the new reason included
     assert len(glob.glob(os.path.join(scored["filtered"], "shards", "*.tar")))

@@ -248,7 +248,8 @@ def train_batches(cfg: TrainConfig, skip: int = 0) -> Iterator[tuple[torch.Tenso
             yielded += 1
             if yielded > skip:
                 yield images, tokens
-        per_epoch, skip = yielded, max(0, skip - yielded)
+        # With online balancing each epoch has its own length: never skip one unread.
+        per_epoch, skip = (None if cfg.online_balance else yielded), max(0, skip - yielded)
         if yielded == 0:
             raise RuntimeError(f"epoch {epoch} produced no full batch from {cfg.shards}")
         epoch += 1

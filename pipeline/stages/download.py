@@ -336,12 +336,16 @@ async def fetch_once(
 ) -> FetchResult:
     if limits is not None:
         host = host_of(url)
-        paused = limits.breaker.refusal(host)
-        if paused:
-            return FetchResult(None, reason="domain_unavailable", detail=paused)
         async with limits.slot(host):
-            result = await fetch_once(session, url, cfg)
-        limits.breaker.record(host, result.transient)
+            # checked once the slot is ours: requests queued before the pause are refused too
+            paused, probe = limits.breaker.admit(host)
+            if paused:
+                return FetchResult(None, reason="domain_unavailable", detail=paused)
+            result = None
+            try:
+                result = await fetch_once(session, url, cfg)
+            finally:  # an attempt cancelled from outside counts as failed (and frees a probe)
+                limits.breaker.record(host, result is None or result.transient, probe)
         return result
     try:
         async with asyncio.timeout(cfg.timeout):

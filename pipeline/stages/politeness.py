@@ -57,19 +57,26 @@ class CircuitBreaker:
 
     def refusal(self, host: str) -> Optional[str]:
         """Why a request to host must not start now, or None to let it go."""
+        return self.admit(host)[0]
+
+    def admit(self, host: str) -> tuple[Optional[str], bool]:
+        """(why the request must not start, or None; whether it is the probe of a paused host)."""
         until = self.paused_until.get(host)
         if until is None:
-            return None
+            return None, False
         if self.clock() < until or host in self.probing:
             failed = sum(self.recent[host])
-            return f"{host} paused: {failed} of its last {len(self.recent[host])} attempts failed"
+            return f"{host} paused: {failed} of its last {len(self.recent[host])} attempts failed", False
         self.probing.add(host)  # the pause is over: this request is the probe
-        return None
+        return None, True
 
-    def record(self, host: str, failed: bool) -> None:
+    def record(self, host: str, failed: bool, probe: bool = False) -> None:
+        """One attempt's outcome. While a probe is out, only the probe's own result decides."""
         if not self.failure_ratio:
             return
-        if host in self.probing:
+        if host in self.probing and not probe:
+            return
+        if probe:
             self.probing.discard(host)
             if failed:
                 self.paused_until[host] = self.clock() + self.cooldown

@@ -45,21 +45,21 @@ class CachingLookup:
         cached = self.cached(host)
         if cached is not None:
             return cached
-        if host in self.pending:
+        task = self.pending.get(host)
+        if task is not None:
             self.stats["coalesced"] += 1
-            return await asyncio.shield(self.pending[host])
-        future = asyncio.get_running_loop().create_future()
-        self.pending[host] = future
-        try:
-            addresses = await self.ask(host, port)
-            future.set_result(addresses)
-            return addresses
-        except BaseException as err:
-            future.set_exception(err)
-            future.exception()  # retrieved here, so an unawaited future does not log it
-            raise
-        finally:
-            del self.pending[host]
+        else:
+            # Its own task: a caller that gives up (its deadline) cancels only its wait,
+            # never the lookup the other callers share.
+            task = asyncio.ensure_future(self.ask(host, port))
+            self.pending[host] = task
+            task.add_done_callback(lambda done: self._settled(host, done))
+        return list(await asyncio.shield(task))
+
+    def _settled(self, host: str, task: asyncio.Task) -> None:
+        self.pending.pop(host, None)
+        if not task.cancelled():
+            task.exception()  # retrieved, so a failure nobody awaits any more is not logged
 
     def cached(self, host: str) -> Optional[list[str]]:
         """The cached addresses; raises NameNotFound for a cached NXDOMAIN; None on a miss."""
