@@ -115,6 +115,7 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
     action = prepare_output(cfg.output, fingerprint(cfg, inputs, vocab_sha, eval_hashes, score_model), cfg.overwrite)
     counters = beam_counters(run_pipeline(cfg, beam_args))
     outcomes = ledger.outcomes(cfg.output)
+    sizes = ledger.read_json(os.path.join(output_paths(cfg.output)["shards"], "sizes.json")) or {}
     manifest = {
         "openwit_version": __version__,
         "argv": argv,
@@ -131,8 +132,8 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
         "funnel_from_metrics": dict(funnel_from_counters(counters)),
         "beam_counters": counters,
         "balancing": ledger.read_json(os.path.join(cfg.output, "stats", "balance.json")) or {},
-        "shards": ledger.read_json(os.path.join(output_paths(cfg.output)["shards"], "sizes.json")) or {},
-        "shard_count": len(ledger.read_json(os.path.join(output_paths(cfg.output)["shards"], "sizes.json")) or {}),
+        "shards": sizes,
+        "shard_count": len(sizes),
         "started_at": started,
         "finished_at": now(),
         "python": sys.version.split()[0],

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 
 from openwit.pipeline import files, ledger, takedown
@@ -78,7 +77,7 @@ def rebuild(out_dir: str, action: str, new_inputs=(), beam_args=None) -> dict:
     rebuilt = curate(cfg, with_default_runner(original_beam_args + list(beam_args or [])), argv)
     entry = merge(out_dir, temp, action)
     entry["inputs_added"] = list(new_inputs)
-    _update_manifest(out_dir, entry, rebuilt, argv)
+    takedown.update_manifest(out_dir, entry, log="updates", changes=manifest_changes(manifest, rebuilt, argv))
     files.remove(temp)
     return entry
 
@@ -140,16 +139,14 @@ def _replace_changed_files(source_dir: str, target_dir: str) -> list[str]:
     return replaced
 
 
-def _update_manifest(out_dir: str, entry: dict, rebuilt: dict, argv: list[str]) -> None:
-    path = os.path.join(out_dir, "manifest.json")
-    manifest = {**ledger.read_json(path), **ledger.outcomes(out_dir)}
-    manifest["shards"] = ledger.read_json(os.path.join(out_dir, "shards", "sizes.json"))
-    manifest["balancing"] = ledger.read_json(os.path.join(out_dir, "stats", "balance.json")) or {}
-    manifest["argv"] = argv  # with --extend's inputs: the command OUT now stands for
-    manifest["config"]["inputs"] = rebuilt["config"]["inputs"]
-    manifest["inputs"] = rebuilt["inputs"]
-    # the rebuild's Beam counters describe the whole dataset now (takedowns aside)
-    manifest["funnel_from_metrics"] = rebuilt["funnel_from_metrics"]
-    manifest["beam_counters"] = rebuilt["beam_counters"]
-    manifest.setdefault("updates", []).append(entry)
-    files.write_atomically(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+def manifest_changes(old: dict, rebuilt: dict, argv: list[str]) -> dict:
+    """What the manifest of OUT takes from the rebuild."""
+    return {
+        "argv": argv,  # with --extend's inputs: the command OUT now stands for
+        "config": {**old["config"], "inputs": rebuilt["config"]["inputs"]},
+        "inputs": rebuilt["inputs"],
+        "balancing": rebuilt["balancing"],  # its stats files were just copied into OUT
+        # the rebuild's Beam counters describe the whole dataset now (takedowns aside)
+        "funnel_from_metrics": rebuilt["funnel_from_metrics"],
+        "beam_counters": rebuilt["beam_counters"],
+    }

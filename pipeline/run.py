@@ -65,6 +65,7 @@ class DownloadFn(beam.DoFn):
         # Receipt lookups are I/O (a round trip on remote staging): their own pool, so they
         # never queue behind image work and delay downloads.
         self.receipts = ThreadPoolExecutor(8, thread_name_prefix="openwit-receipt")
+        self.stage = functools.partial(fetch.stage_image, self.staging_dir)
         self.finish_one = guarded(self.finish, "download")
 
     def receipt_key(self, record) -> str:
@@ -74,8 +75,7 @@ class DownloadFn(beam.DoFn):
         return fetch.reuse_receipt(self.staging_dir, self.receipt_key(record), record)
 
     def finish(self, record, download):
-        stage = functools.partial(fetch.stage_image, self.staging_dir)
-        done = fetch.record_from_download(record, download.result(), self.cfg.image, stage)
+        done = fetch.record_from_download(record, download.result(), self.cfg.image, self.stage)
         if fetch.lasting(done):
             fetch.save_receipt(self.staging_dir, self.receipt_key(record), done)
         return done

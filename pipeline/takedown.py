@@ -112,11 +112,13 @@ def append_rows(out_dir: str, records: list, revision: int, recorded_at: str) ->
         ledger.write_ledger_part(ledger_dir, part, group, revision, recorded_at)
 
 
-def update_manifest(out_dir: str, result: dict) -> None:
+def update_manifest(out_dir: str, result: dict, log: str = "takedowns", changes=None) -> None:
+    """The manifest after a later change to OUT: funnel and shard sizes from the files, the
+    given fields replaced, and `result` appended to the `log` list."""
     path = os.path.join(out_dir, "manifest.json")
-    manifest = {**ledger.read_json(path), **ledger.outcomes(out_dir)}
+    manifest = {**ledger.read_json(path), **ledger.outcomes(out_dir), **(changes or {})}
     manifest["shards"] = ledger.read_json(os.path.join(out_dir, "shards", "sizes.json"))
-    manifest.setdefault("takedowns", []).append(result)
+    manifest.setdefault(log, []).append(result)
     write_atomically(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 

@@ -14,19 +14,17 @@ from PIL import Image
 
 from openwit.pipeline.files import read_file
 from openwit.schemas.record import Record, drop
+from openwit.trainer.data import eval_transform
+from openwit.trainer.model import load_checkpoint
+from openwit.trainer.tokenizer import encode
 
 
 class Scorer:
     def __init__(self, checkpoint: str):
-        from openwit.trainer.model import load_checkpoint
-
         self.model, self.cfg = load_checkpoint(checkpoint, "cpu")
 
     @torch.no_grad()
     def score(self, image: Image.Image, caption: str) -> float:
-        from openwit.trainer.data import eval_transform
-        from openwit.trainer.tokenizer import encode
-
         pixels = eval_transform(image, self.cfg.image_size).unsqueeze(0)
         tokens = torch.tensor([encode(caption, self.cfg.context_length)], dtype=torch.long)
         return float((self.model.encode_image(pixels) * self.model.encode_text(tokens)).sum())
