@@ -47,9 +47,16 @@ def record_set(mlc, name: str, file_set: str, fields: list, description: str):
     )
 
 
+def input_digest_text(described: dict) -> str:
+    """A local input is named by its sha256; a remote one by its store's checksum and size."""
+    if "sha256" in described:
+        return f"sha256 {described['sha256']}"
+    return f"checksum {described['checksum']}, {described['size']} bytes"
+
+
 def provenance(manifest: dict) -> dict:
     config = manifest.get("config", {})
-    inputs = "; ".join(f"{i['path']} (sha256 {i['sha256']})" for i in manifest.get("inputs", []))
+    inputs = "; ".join(f"{i['path']} ({input_digest_text(i)})" for i in manifest.get("inputs", []))
     balancing = manifest.get("balancing", {})
     return {
         "data_collection": f"Web image/alt-text candidates read from: {inputs}. Images downloaded by openwit "

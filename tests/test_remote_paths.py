@@ -12,6 +12,7 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 
 from openwit.pipeline import demo_web
 from openwit.pipeline.audit import summary_text
+from openwit.pipeline.croissant import provenance
 from openwit.pipeline.curate import describe_inputs
 from openwit.pipeline.demo import write_web_inputs
 from openwit.pipeline.options import parse_curate_args
@@ -98,6 +99,8 @@ def test_curate_reads_remote_inputs_and_gives_the_local_run_bytes(remote_root, t
     assert described["checksum"].startswith("stand-in:") and described["size"] == os.path.getsize(candidates)
     cfg, _ = parse_curate_args(curate_args(remote_input, vocab, remote_out))
     assert describe_inputs(cfg) == manifest["inputs"]
+    # the Croissant export names a remote input by its checksum
+    assert f"{SCHEME}://web/candidates.parquet (checksum stand-in:" in provenance(manifest)["data_collection"]
 
 
 def test_curate_writes_to_a_remote_output_and_restarts_there(remote_root, tmp_path):
