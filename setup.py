@@ -5,15 +5,24 @@ query_lists/) and maps them under one `openwit` namespace so their import names
 cannot collide with other installed packages. Dataflow's --setup_file builds an sdist
 from this file, so it must keep working with plain `python -m build`.
 """
+import os
+
 from setuptools import setup
 
-PACKAGE_DIRS = {
-    "openwit.pipeline": "pipeline",
-    "openwit.pipeline.stages": "pipeline/stages",
-    "openwit.trainer": "trainer",
-    "openwit.schemas": "schemas",
-    "openwit.query_lists": "query_lists",
-}
+ROOTS = ("pipeline", "trainer", "schemas", "query_lists")
+
+
+def package_dirs() -> dict:
+    """openwit.<root>[.<sub>...] -> folder, for every folder with an __init__.py."""
+    dirs = {}
+    for root in ROOTS:
+        for folder, _, names in sorted(os.walk(root)):
+            if "__init__.py" in names:
+                dirs["openwit." + folder.replace(os.sep, ".")] = folder
+    return dirs
+
+
+PACKAGE_DIRS = package_dirs()
 
 setup(
     packages=list(PACKAGE_DIRS),

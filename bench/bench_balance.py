@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from openwit.pipeline.options import parse_curate_args
-from openwit.pipeline.run import read_stage, sample_pool
+from openwit.pipeline.config import parse_curate_args
+from openwit.pipeline.beam.graph import read_stage, sample_pool
 from openwit.pipeline.stages.match import read_vocab
 from openwit.query_lists.build import shipped_list_path
 

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from openwit.pipeline.stages.neardup import near_duplicate_pairs, pairs_within
+from openwit.pipeline.common.neardup import near_duplicate_pairs, pairs_within
 
 GOAL_SECONDS = 60.0  # 1M hashes at k = 4 on 2 cores
 
@@ -86,8 +86,8 @@ def beam_form(n: int, k: int) -> tuple[float, int, int]:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from openwit.pipeline.run import near_dedup
-    from openwit.pipeline.stages.neardup import near_duplicate_clusters
+    from openwit.pipeline.beam.graph import near_dedup
+    from openwit.pipeline.common.neardup import near_duplicate_clusters
     from openwit.schemas.record import Record
 
     hashes, _ = planted(n, k)

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 import local_dns  # bench/local_dns.py: this script's directory is on sys.path
-from openwit.pipeline.stages.resolve import CachingLookup, nameserver_lookup
+from openwit.pipeline.download.resolve import CachingLookup, nameserver_lookup
 
 CONCURRENCY, GOAL = 32, 5.0
 

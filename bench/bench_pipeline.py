@@ -80,8 +80,8 @@ def english_entries(limit: int = 20000) -> list[str]:
 
 def child(candidates: str, out: str) -> None:
     """One curate run; prints its seconds, peak RSS and funnel as JSON."""
-    from openwit.pipeline.curate import curate
-    from openwit.pipeline.options import parse_curate_args
+    from openwit.pipeline.curate.run import curate
+    from openwit.pipeline.config import parse_curate_args
 
     argv = ["--input", candidates, "--output", out, "--threshold", "2000", "--image-size", "64",
             "--timeout", "2", "--retries", "0", "--allow-loopback", "--per-host-connections", "64",

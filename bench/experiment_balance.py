@@ -36,10 +36,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from openwit.pipeline import demo_web
-from openwit.pipeline.curate import curate
-from openwit.pipeline.ledger import current_state, read_ledger
-from openwit.pipeline.options import parse_curate_args
+from openwit.pipeline.demo import web as demo_web
+from openwit.pipeline.curate.run import curate
+from openwit.pipeline.output.ledger import current_state, read_ledger
+from openwit.pipeline.config import parse_curate_args
 from openwit.trainer.config import TrainConfig
 from openwit.trainer.data import list_shards
 from openwit.trainer.evaluate import labelled_images, per_class_accuracy, zero_shot_predictions

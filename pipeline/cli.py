@@ -23,9 +23,9 @@ Run `openwit COMMAND --help` for a command's options."""
 
 
 def incremental_main(argv: list[str]) -> int:
-    """`curate --retry-failed OUT` or `curate --extend OUT --input NEW ...` (pipeline/incremental.py)."""
-    from openwit.pipeline import incremental
-    from openwit.pipeline.audit import summary_text
+    """`curate --retry-failed OUT` or `curate --extend OUT --input NEW ...` (pipeline/curate/incremental.py)."""
+    from openwit.pipeline.curate import incremental
+    from openwit.pipeline.audit.summary import summary_text
 
     parser = argparse.ArgumentParser(prog="openwit curate", description=incremental.__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
@@ -38,7 +38,7 @@ def incremental_main(argv: list[str]) -> int:
         parser.error("--extend needs --input NEW")
     if args.retry_failed and args.input:
         parser.error("--retry-failed takes no --input: it retries OUT's own candidates")
-    from openwit.pipeline.options import unknown_beam_args
+    from openwit.pipeline.config import unknown_beam_args
 
     unknown = unknown_beam_args(beam_args)
     if unknown:
@@ -56,14 +56,14 @@ def incremental_main(argv: list[str]) -> int:
 
 
 def curate_main(argv: list[str]) -> int:
-    from openwit.pipeline.curate import OutputConflict, curate
-    from openwit.pipeline.audit import summary_text
-    from openwit.pipeline.options import parse_curate_args
+    from openwit.pipeline.curate.run import OutputConflict, curate
+    from openwit.pipeline.audit.summary import summary_text
+    from openwit.pipeline.config import parse_curate_args
 
     if "--retry-failed" in argv or "--extend" in argv:
         return incremental_main(argv)
     if "--dry-run" in argv:
-        from openwit.pipeline.dry_run import dry_run
+        from openwit.pipeline.curate.dry_run import dry_run
 
         cfg, _ = parse_curate_args([a for a in argv if a != "--dry-run"])
         try:
@@ -107,14 +107,14 @@ def audit_main(argv: list[str]) -> int:
 
 
 def audit_summary(args) -> int:
-    from openwit.pipeline.audit import summary_text
+    from openwit.pipeline.audit.summary import summary_text
 
     print(summary_text(args.dir, args.top))
     return 0
 
 
 def audit_trace(args) -> int:
-    from openwit.pipeline.audit import trace_text
+    from openwit.pipeline.audit.summary import trace_text
 
     try:
         print(trace_text(args.dir, args.query))
@@ -125,7 +125,7 @@ def audit_trace(args) -> int:
 
 
 def audit_verify(args) -> int:
-    from openwit.pipeline.verify import verify
+    from openwit.pipeline.audit.verify import verify
 
     violations = verify(args.dir)
     for violation in violations:
@@ -135,7 +135,7 @@ def audit_verify(args) -> int:
 
 
 def audit_report(args) -> int:
-    from openwit.pipeline.report import write_report
+    from openwit.pipeline.audit.report import write_report
 
     write_report(args.dir, args.output)
     print(f"report -> {args.output}")
@@ -143,7 +143,7 @@ def audit_report(args) -> int:
 
 
 def audit_croissant(args) -> int:
-    from openwit.pipeline.croissant import write_croissant
+    from openwit.pipeline.audit.croissant import write_croissant
 
     output = args.output or os.path.join(args.dir, "croissant.json")
     if os.path.dirname(os.path.abspath(output)) != os.path.abspath(args.dir):
@@ -159,7 +159,7 @@ AUDIT_COMMANDS = {"summary": audit_summary, "trace": audit_trace, "verify": audi
 
 
 def takedown_main(argv: list[str]) -> int:
-    from openwit.pipeline.takedown import main
+    from openwit.pipeline.audit.takedown import main
 
     return main(argv)
 
@@ -189,13 +189,13 @@ def extract_main(argv: list[str]) -> int:
 
 
 def hashes_main(argv: list[str]) -> int:
-    from openwit.pipeline.hashes import main
+    from openwit.pipeline.audit.hashes import main
 
     return main(argv)
 
 
 def demo_main(argv: list[str]) -> int:
-    from openwit.pipeline.demo import main
+    from openwit.pipeline.demo.run import main
 
     return main(argv)
 

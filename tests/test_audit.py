@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from openwit.pipeline import demo
-from openwit.pipeline.audit import summary_text, trace_text
+from openwit.pipeline.demo import run as demo
+from openwit.pipeline.audit.summary import summary_text, trace_text
 from openwit.pipeline.cli import main as cli
-from openwit.pipeline.ledger import current_state, read_ledger
-from openwit.pipeline.takedown import takedown
-from openwit.pipeline.verify import verify
+from openwit.pipeline.output.ledger import current_state, read_ledger
+from openwit.pipeline.audit.takedown import takedown
+from openwit.pipeline.audit.verify import verify
 
 
 @pytest.fixture(scope="module")

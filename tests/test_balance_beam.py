@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from openwit.pipeline.options import parse_curate_args
-from openwit.pipeline.run import read_stage, sample_pool
+from openwit.pipeline.config import parse_curate_args
+from openwit.pipeline.beam.graph import read_stage, sample_pool
 from openwit.pipeline.stages.balance import count_entries, keep_probability
 from openwit.pipeline.stages.match import Matcher
 

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from openwit.pipeline.cli import main
-from openwit.pipeline.options import parse_curate_args
+from openwit.pipeline.config import parse_curate_args
 
 
 def test_top_level_help_lists_every_command(capsys):

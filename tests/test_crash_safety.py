@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from openwit.pipeline import demo_web
-from openwit.pipeline.demo import write_web_inputs
-from openwit.pipeline.options import parse_curate_args
-from openwit.pipeline.stages import fetch
+from openwit.pipeline.demo import web as demo_web
+from openwit.pipeline.demo.run import write_web_inputs
+from openwit.pipeline.config import parse_curate_args
+from openwit.pipeline.stages import download as fetch
 from openwit.schemas.record import Record
 from test_curate_e2e import curate_args, output_bytes, run_curate
 

@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from openwit.pipeline import demo_web
-from openwit.pipeline.curate import OutputConflict, curate
-from openwit.pipeline.demo import write_web_inputs
-from openwit.pipeline.ledger import current_state, read_ledger
-from openwit.pipeline.options import parse_curate_args
+from openwit.pipeline.demo import web as demo_web
+from openwit.pipeline.curate.run import OutputConflict, curate
+from openwit.pipeline.demo.run import write_web_inputs
+from openwit.pipeline.output.ledger import current_state, read_ledger
+from openwit.pipeline.config import parse_curate_args
 from openwit.schemas.reasons import REASONS
 
 
@@ -161,7 +161,7 @@ def test_a_stage_that_raises_drops_the_record_instead_of_failing_the_run(tmp_pat
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
-    from openwit.pipeline.run import apply_stage
+    from openwit.pipeline.beam.graph import apply_stage
     from openwit.schemas.record import Record
 
     def build():

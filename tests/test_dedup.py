@@ -5,7 +5,7 @@ from openwit.pipeline.stages.dedup import (
     EvalHashes, band_keys, cluster_labels, decontaminate, dedup_group, edges_in_band, exact_key, near_dup_group,
     normalize_url, url_dedup_group,
 )
-from openwit.pipeline.stages.neardup import near_duplicate_clusters
+from openwit.pipeline.common.neardup import near_duplicate_clusters
 from openwit.schemas.record import Record
 
 

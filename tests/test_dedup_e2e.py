@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from scenes import jpeg, scene
 
-from openwit.pipeline import hashes as hashes_cli
-from openwit.pipeline.curate import curate
-from openwit.pipeline.demo_web import Response, serve
-from openwit.pipeline.ledger import current_state, read_ledger
-from openwit.pipeline.options import parse_curate_args
+from openwit.pipeline.audit import hashes as hashes_cli
+from openwit.pipeline.curate.run import curate
+from openwit.pipeline.demo.web import Response, serve
+from openwit.pipeline.output.ledger import current_state, read_ledger
+from openwit.pipeline.config import parse_curate_args
 from openwit.pipeline.stages.dedup import normalize_url
 
 COPIES = [((640, 480), 90), ((300, 225), 50)]  # (size, JPEG quality) of each copy of an original

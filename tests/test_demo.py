@@ -7,7 +7,7 @@ import torch
 import webdataset as wds
 
 from openwit.pipeline.cli import main
-from openwit.pipeline.ledger import current_state, read_ledger
+from openwit.pipeline.output.ledger import current_state, read_ledger
 
 
 @pytest.fixture(scope="module")

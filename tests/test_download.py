@@ -27,9 +27,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image, features
 
-from openwit.pipeline.stages import fetch as fetch_stage
+from openwit.pipeline.stages import download as fetch_stage
 from yarl import URL
-from openwit.pipeline.stages.download import (
+from openwit.pipeline.download.client import (
     DownloadConfig, Downloader, FetchResult, address_refusal, check_url, fetch, make_session, opt_out,
     parse_retry_after, retry_delay, status_result,
 )

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 import experiment_balance as experiment  # noqa: E402
 
-from openwit.pipeline.ledger import current_state, read_ledger  # noqa: E402
+from openwit.pipeline.output.ledger import current_state, read_ledger  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from scenes import jpeg, scene
 from warcio.warcwriter import WARCWriter
 
 from openwit.pipeline.cli import main as cli
-from openwit.pipeline.curate import curate
-from openwit.pipeline.demo_web import Response, serve
-from openwit.pipeline.ledger import current_state, read_ledger
-from openwit.pipeline.options import parse_curate_args
+from openwit.pipeline.curate.run import curate
+from openwit.pipeline.demo.web import Response, serve
+from openwit.pipeline.output.ledger import current_state, read_ledger
+from openwit.pipeline.config import parse_curate_args
 from openwit.pipeline.stages.extract import candidates_from_html, widest_srcset
 
 PAGES = {

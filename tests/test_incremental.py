@@ -8,11 +8,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from openwit.pipeline import demo_web, incremental
+from openwit.pipeline.demo import web as demo_web
+from openwit.pipeline.curate import incremental
 from openwit.pipeline.cli import main as cli
-from openwit.pipeline.demo import write_web_inputs
-from openwit.pipeline.ledger import current_state, read_ledger
-from openwit.pipeline.verify import verify
+from openwit.pipeline.demo.run import write_web_inputs
+from openwit.pipeline.output.ledger import current_state, read_ledger
+from openwit.pipeline.audit.verify import verify
 from scenes import jpeg, scene
 from test_crash_safety import CountingRoutes
 from test_curate_e2e import curate_args, run_curate

@@ -1,6 +1,6 @@
 import pyarrow as pa
 
-from openwit.pipeline.ledger import current_state, drop_reasons, funnel, ledger_part, read_ledger, write_ledger_part
+from openwit.pipeline.output.ledger import current_state, drop_reasons, funnel, ledger_part, read_ledger, write_ledger_part
 from openwit.schemas.record import Record, drop
 
 

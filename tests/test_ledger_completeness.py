@@ -7,12 +7,12 @@ from collections import Counter
 import pytest
 from scenes import jpeg, scene
 
-from openwit.pipeline.curate import curate
-from openwit.pipeline.demo_web import Response, serve
-from openwit.pipeline.ledger import current_state, read_ledger
-from openwit.pipeline.options import parse_curate_args
-from openwit.pipeline.takedown import takedown
-from openwit.pipeline.verify import verify
+from openwit.pipeline.curate.run import curate
+from openwit.pipeline.demo.web import Response, serve
+from openwit.pipeline.output.ledger import current_state, read_ledger
+from openwit.pipeline.config import parse_curate_args
+from openwit.pipeline.audit.takedown import takedown
+from openwit.pipeline.audit.verify import verify
 from openwit.schemas.reasons import REASONS, STAGES
 
 # Captions sharing the entry "zebra", over t = 10 and t x slack = 30, so both balancing phases

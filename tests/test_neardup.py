@@ -4,9 +4,9 @@ import pytest
 from PIL import Image
 from scenes import jpeg, scene
 
-from openwit.pipeline.stages import neardup
+from openwit.pipeline.common import neardup
 from openwit.pipeline.stages.image import ImageConfig, process_image
-from openwit.pipeline.stages.neardup import (
+from openwit.pipeline.common.neardup import (
     DEFAULT_DISTANCE, components, near_duplicate_clusters, near_duplicate_pairs, split_bits,
 )
 

@@ -10,8 +10,8 @@ import tarfile
 import pyarrow.parquet as pq
 import pytest
 
-from openwit.pipeline import demo_web
-from openwit.pipeline.demo import write_web_inputs
+from openwit.pipeline.demo import web as demo_web
+from openwit.pipeline.demo.run import write_web_inputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

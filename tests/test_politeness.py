@@ -2,9 +2,9 @@
 that always times out next to a healthy one."""
 import collections
 
-from openwit.pipeline.demo_web import Response, serve
-from openwit.pipeline.stages.download import DownloadConfig, Downloader
-from openwit.pipeline.stages.politeness import CircuitBreaker, RatePacer
+from openwit.pipeline.demo.web import Response, serve
+from openwit.pipeline.download.client import DownloadConfig, Downloader
+from openwit.pipeline.download.politeness import CircuitBreaker, RatePacer
 
 
 class Clock:

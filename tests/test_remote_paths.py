@@ -10,12 +10,12 @@ import pytest
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.localfilesystem import LocalFileSystem
 
-from openwit.pipeline import demo_web
-from openwit.pipeline.audit import summary_text
-from openwit.pipeline.croissant import provenance
-from openwit.pipeline.curate import describe_inputs
-from openwit.pipeline.demo import write_web_inputs
-from openwit.pipeline.options import parse_curate_args
+from openwit.pipeline.demo import web as demo_web
+from openwit.pipeline.audit.summary import summary_text
+from openwit.pipeline.audit.croissant import provenance
+from openwit.pipeline.curate.run import describe_inputs
+from openwit.pipeline.demo.run import write_web_inputs
+from openwit.pipeline.config import parse_curate_args
 from openwit.pipeline.stages import read
 from test_curate_e2e import curate_args, output_bytes, run_curate
 

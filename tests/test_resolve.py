@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 import local_dns  # noqa: E402
 
-from openwit.pipeline.stages.resolve import CachingLookup, NameNotFound, nameserver_lookup  # noqa: E402
+from openwit.pipeline.download.resolve import CachingLookup, NameNotFound, nameserver_lookup  # noqa: E402
 
 NAMES = [f"host{i}.test" for i in range(20)]
 
@@ -115,8 +115,8 @@ def test_queries_in_flight_never_exceed_the_bound():
 def test_curate_resolves_through_the_configured_server_and_records_nxdomain(tmp_path):
     import json
 
-    from openwit.pipeline import demo_web
-    from openwit.pipeline.ledger import current_state, read_ledger
+    from openwit.pipeline.demo import web as demo_web
+    from openwit.pipeline.output.ledger import current_state, read_ledger
     from test_curate_e2e import run_curate
 
     web = demo_web.build_web(n_images=12, seed=6)

@@ -10,11 +10,11 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from openwit.pipeline import demo_web
-from openwit.pipeline.demo import write_web_inputs
-from openwit.pipeline.ledger import current_state, read_ledger
+from openwit.pipeline.demo import web as demo_web
+from openwit.pipeline.demo.run import write_web_inputs
+from openwit.pipeline.output.ledger import current_state, read_ledger
 from openwit.pipeline.stages.score import Scorer
-from openwit.pipeline.verify import verify
+from openwit.pipeline.audit.verify import verify
 from openwit.trainer.config import TrainConfig
 from openwit.trainer.train import train
 from test_curate_e2e import curate_args, run_curate
@@ -85,7 +85,7 @@ def test_min_score_drops_the_low_scorers_with_their_reason(scored):
 
 
 def test_a_missing_score_model_is_refused(tmp_path):
-    from openwit.pipeline.options import parse_curate_args
+    from openwit.pipeline.config import parse_curate_args
 
     with pytest.raises(SystemExit):
         parse_curate_args(["--input", "x", "--output", "y", "--score-model", str(tmp_path / "none.pt")])

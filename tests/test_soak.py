@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from openwit.pipeline.curate import curate
-from openwit.pipeline.demo_web import Response, serve
-from openwit.pipeline.ledger import current_state, read_ledger
-from openwit.pipeline.options import parse_curate_args
+from openwit.pipeline.curate.run import curate
+from openwit.pipeline.demo.web import Response, serve
+from openwit.pipeline.output.ledger import current_state, read_ledger
+from openwit.pipeline.config import parse_curate_args
 from test_hostile_e2e import hostile_routes
 
 pytestmark = pytest.mark.timeout(600)

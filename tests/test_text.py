@@ -109,7 +109,7 @@ def test_language_id_on_real_sentences_in_many_languages(model):
 
 
 def test_language_and_score_options_are_checked():
-    from openwit.pipeline.options import parse_curate_args
+    from openwit.pipeline.config import parse_curate_args
 
     base = ["--input", "x.jsonl", "--output", "out"]
     assert parse_curate_args(base + ["--languages", "all"])[0].text.languages == ()

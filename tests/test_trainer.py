@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import webdataset as wds
 from PIL import Image
 
-from openwit.pipeline import demo_web
+from openwit.pipeline.demo import web as demo_web
 from openwit.trainer import data, evaluate, loss, tokenizer
 from openwit.trainer.config import TrainConfig
 from openwit.trainer.model import CLIP, load_checkpoint

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import numpy as np
 
-from openwit.pipeline.stages import neardup
+from openwit.pipeline.common import neardup
 from openwit.schemas.record import Record, drop
 
 DEDUP_KEYS = ("image", "image+caption")

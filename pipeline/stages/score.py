@@ -12,7 +12,7 @@ import io
 import torch
 from PIL import Image
 
-from openwit.pipeline.files import read_file
+from openwit.pipeline.output.files import read_file
 from openwit.schemas.record import Record, drop
 from openwit.trainer.data import eval_transform
 from openwit.trainer.model import load_checkpoint

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from apache_beam.io.filesystems import FileSystems
 
-from openwit.pipeline.files import read_file, write_atomically
+from openwit.pipeline.output.files import read_file, write_atomically
 from openwit.schemas.record import KEPT, SHARD_INDEX_SCHEMA, Record, sample_metadata
 
 # 2020-01-01T00:00:00Z: any constant works; this one keeps tools from warning about 1970.

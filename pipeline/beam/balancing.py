@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam import pvalue
 
-from openwit.pipeline.beam_stage import apply_stage
+from openwit.pipeline.beam.stage import apply_stage
 from openwit.pipeline.stages import balance
-from openwit.pipeline.files import write_atomically
+from openwit.pipeline.output.files import write_atomically
 
 STATS_DIR = "stats"
 ENTRY_STATS_SCHEMA = pa.schema([

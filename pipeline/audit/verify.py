@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from openwit.pipeline import ledger
+from openwit.pipeline.output import ledger
 from openwit.pipeline.stages import match
 from openwit.schemas.reasons import REASONS
 

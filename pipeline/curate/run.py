@@ -16,10 +16,12 @@ import sys
 
 from apache_beam.io.filesystems import FileSystems
 
-from openwit.pipeline import __version__, files, ledger
-from openwit.pipeline.beam_stage import beam_counters
-from openwit.pipeline.options import CurateConfig
-from openwit.pipeline.run import output_paths, run_pipeline
+from openwit.pipeline import __version__
+from openwit.pipeline.output import files
+from openwit.pipeline.output import ledger
+from openwit.pipeline.beam.stage import beam_counters
+from openwit.pipeline.config import CurateConfig
+from openwit.pipeline.beam.graph import output_paths, run_pipeline
 from openwit.pipeline.stages import dedup, match, read
 from openwit.query_lists.build import sha256_file
 from openwit.schemas.record import LEDGER_SCHEMA_VERSION

@@ -1,6 +1,6 @@
 """`openwit demo`: the whole chain on a synthetic web served on 127.0.0.1.
 
-Generates the web (pipeline/demo_web.py), writes its candidate list and vocabulary, runs
+Generates the web (pipeline/demo/web.py), writes its candidate list and vocabulary, runs
 `curate` on Beam (FnApiRunner), trains the tiny model on the shards, evaluates it zero-shot
 on a held-out set that is not in the shards, and prints where everything is.
 """
@@ -13,10 +13,10 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from openwit.pipeline import demo_web
-from openwit.pipeline.audit import summary_text
-from openwit.pipeline.curate import curate
-from openwit.pipeline.options import parse_curate_args
+from openwit.pipeline.demo import web as demo_web
+from openwit.pipeline.audit.summary import summary_text
+from openwit.pipeline.curate.run import curate
+from openwit.pipeline.config import parse_curate_args
 
 
 def build_parser() -> argparse.ArgumentParser:

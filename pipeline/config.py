@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from openwit.pipeline.stages.dedup import DEDUP_KEYS
-from openwit.pipeline.stages.download import DownloadConfig
-from openwit.pipeline.stages.neardup import DEFAULT_DISTANCE
+from openwit.pipeline.download.client import DownloadConfig
+from openwit.pipeline.common.neardup import DEFAULT_DISTANCE
 from openwit.pipeline.stages.image import HASH_METHODS, RESIZE_MODES, ImageConfig
 from openwit.pipeline.stages.read import FORMATS, ReadConfig
 from openwit.pipeline.stages.text import TextConfig
@@ -252,7 +252,7 @@ def unknown_beam_args(beam_args: list[str]) -> list[str]:
 
 
 def check_eval_hashes(path: str, hash_method: str) -> None:
-    from openwit.pipeline.hashes import hash_method_of
+    from openwit.pipeline.audit.hashes import hash_method_of
 
     if not os.path.isfile(path):
         build_parser().error(f"--decontaminate: no such file {path}")

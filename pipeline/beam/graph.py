@@ -20,11 +20,13 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from openwit.pipeline import balancing, ledger
-from openwit.pipeline.beam_stage import apply_stage, count, guarded, load_once, route
-from openwit.pipeline.options import CurateConfig
-from openwit.pipeline.stages import dedup, fetch, match, read, text, write
-from openwit.pipeline.stages.download import Downloader
+from openwit.pipeline.beam import balancing
+from openwit.pipeline.output import ledger
+from openwit.pipeline.beam.stage import apply_stage, count, guarded, load_once, route
+from openwit.pipeline.config import CurateConfig
+from openwit.pipeline.stages import dedup, match, read, text, write
+from openwit.pipeline.stages import download as fetch
+from openwit.pipeline.download.client import Downloader
 from openwit.schemas.record import DROPPED, drop_internal_error
 
 # Builders: module-level so they pickle; each returns the per-record function.

@@ -10,8 +10,8 @@ import os
 import tarfile
 
 
-from openwit.pipeline import ledger
-from openwit.pipeline.audit import balancing_effect, language_counts
+from openwit.pipeline.output import ledger
+from openwit.pipeline.audit.summary import balancing_effect, language_counts
 
 WIDTH = 760
 COLUMNS = ["uid", "revision", "status", "stage", "reason", "language", "original_width", "original_height",

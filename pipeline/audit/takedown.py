@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from openwit.pipeline import ledger
+from openwit.pipeline.output import ledger
 from openwit.pipeline.stages.dedup import normalize_url
-from openwit.pipeline.files import write_atomically
+from openwit.pipeline.output.files import write_atomically
 from openwit.pipeline.stages.write import write_sizes
 from openwit.schemas.record import Record, drop
 

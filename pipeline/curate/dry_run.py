@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from openwit.pipeline.options import CurateConfig
+from openwit.pipeline.config import CurateConfig
 from openwit.pipeline.stages import dedup, match, read
 
 
@@ -19,7 +19,7 @@ def sample_candidates(cfg: CurateConfig, per_input: int) -> list:
 
 def sample_funnel(cfg: CurateConfig, records: list) -> Counter:
     """Outcome of each sampled candidate through the offline stages: a drop reason or 'to download'."""
-    from openwit.pipeline.run import build_match, build_text  # the pipeline's own stage functions
+    from openwit.pipeline.beam.graph import build_match, build_text  # the pipeline's own stage functions
 
     text_rules, matcher = build_text(cfg.text), build_match(cfg.vocab)
     outcomes, urls = Counter(), set()

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from openwit.pipeline import files, ledger
+from openwit.pipeline.output import files
+from openwit.pipeline.output import ledger
 
 SUMMARY_COLUMNS = ["uid", "revision", "status", "stage", "reason", "language"]
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from openwit.pipeline import files
+from openwit.pipeline.output import files
 from openwit.schemas.reasons import STAGES
 from openwit.schemas.record import LEDGER_SCHEMA, Record, ledger_row
 

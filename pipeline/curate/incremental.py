@@ -25,9 +25,11 @@ import dataclasses
 import datetime as dt
 import os
 
-from openwit.pipeline import files, ledger, takedown
-from openwit.pipeline.curate import curate, describe_inputs
-from openwit.pipeline.options import CurateConfig, parse_curate_args, with_default_runner
+from openwit.pipeline.output import files
+from openwit.pipeline.output import ledger
+from openwit.pipeline.audit import takedown
+from openwit.pipeline.curate.run import curate, describe_inputs
+from openwit.pipeline.config import CurateConfig, parse_curate_args, with_default_runner
 from openwit.schemas.reasons import REASONS
 
 # The drop reasons a later attempt can change (REASONS marks them): --retry-failed re-asks

@@ -1,0 +1,1 @@
+"""Tools that answer from (and amend) a finished output: summary, trace, verify, report, Croissant, takedown, eval hashes."""

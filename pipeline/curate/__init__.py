@@ -1,0 +1,1 @@
+"""`openwit curate`: run a curation, dry runs, and later retries and extensions."""

@@ -1,0 +1,1 @@
+"""Everything openwit writes into OUT and reads back: files, ledger."""
