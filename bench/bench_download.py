@@ -74,7 +74,8 @@ def run_openwit(urls: str, out: str, timeout: float, runner_args: list[str]) -> 
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from openwit.pipeline.config import parse_curate_args
-    from openwit.pipeline.beam.graph import DownloadFn, read_stage
+    from openwit.pipeline.beam.download_fn import DownloadFn
+    from openwit.pipeline.beam.graph import read_stage
 
     # One local host stands in for the whole web: lift the per-host politeness limit to the
     # concurrency (img2dataset has no such limit), or hanging URLs would hold the host's 8 slots.

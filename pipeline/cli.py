@@ -2,24 +2,69 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
-USAGE = """usage: openwit COMMAND [options]
+# name -> (module, function, one-line help). A command's module is imported only when it
+# runs: `openwit --help` stays fast, and `openwit train` never imports Beam.
+COMMANDS = {
+    "demo": ("openwit.pipeline.demo.run", "main",
+             "build a small synthetic web on 127.0.0.1, curate it, train on the shards"),
+    "extract": (__name__, "extract_main",
+                "image/alt-text candidates from Common Crawl WARC or WAT files into Parquet"),
+    "curate": (__name__, "curate_main", "curate (image url, caption) candidates into WebDataset shards with a ledger"),
+    "audit": (__name__, "audit_main",
+              "answers from an output directory: summary | trace | verify | report | croissant"),
+    "takedown": ("openwit.pipeline.audit.takedown", "main",
+                 "remove candidates (by URL, uid or domain) from a released output"),
+    "hashes": ("openwit.pipeline.audit.hashes", "main",
+               "perceptual hashes of an eval set for curate --decontaminate (hashes export DIR -o F)"),
+    "vocab": ("openwit.query_lists.build", "main",
+              "build or verify the shipped query vocabulary (vocab build | vocab verify)"),
+    "train": ("openwit.trainer.train", "main", "train the contrastive model on a directory of shards"),
+    "eval": ("openwit.trainer.evaluate", "main",
+             "zero-shot accuracy and retrieval recall of a checkpoint (alias: evaluate)"),
+    "plot": ("openwit.trainer.plot", "main", "training curves of a run's metrics (CKPT.jsonl) as one HTML page"),
+}
+ALIASES = {"evaluate": "eval"}
 
-commands:
-  demo       build a small synthetic web on 127.0.0.1, curate it, train on the shards
-  extract    image/alt-text candidates from Common Crawl WARC or WAT files into Parquet
-  curate     curate (image url, caption) candidates into WebDataset shards with a ledger
-  audit      answers from an output directory: summary | trace | verify | report | croissant
-  takedown   remove candidates (by URL, uid or domain) from a released output
-  hashes     perceptual hashes of an eval set for curate --decontaminate (hashes export DIR -o F)
-  vocab      build or verify the shipped query vocabulary (vocab build | vocab verify)
-  train      train the contrastive model on a directory of shards
-  eval       zero-shot accuracy and retrieval recall of a checkpoint (alias: evaluate)
-  plot       training curves of a run's metrics (CKPT.jsonl) as one HTML page
+USAGE = "\n".join([
+    "usage: openwit COMMAND [options]", "", "commands:",
+    *(f"  {name:<11}{help_text}" for name, (_, _, help_text) in COMMANDS.items()),
+    "", "Run `openwit COMMAND --help` for a command's options.",
+])
 
-Run `openwit COMMAND --help` for a command's options."""
+
+def curate_main(argv: list[str]) -> int:
+    """`curate`: a new output, its --dry-run, or --retry-failed / --extend of a finished one."""
+    if asks_for_update(argv):
+        return incremental_main(argv)
+    from openwit.pipeline.config import parse_curate_command
+
+    cfg, beam_args, dry_run = parse_curate_command(argv)
+    if dry_run:
+        return dry_run_main(cfg)
+    from openwit.pipeline.curate.run import OutputConflict, curate
+    from openwit.pipeline.audit.summary import summary_text
+
+    try:
+        curate(cfg, beam_args, ["curate"] + argv)
+    except OutputConflict as err:
+        print(f"openwit curate: {err}", file=sys.stderr)
+        return 2
+    print(summary_text(cfg.output))
+    return 0
+
+
+def asks_for_update(argv: list[str]) -> bool:
+    """Whether the curate command line has --retry-failed or --extend (with or without OUT:
+    incremental_main's parser checks the rest and words the errors)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in ("--retry-failed", "--extend"):
+        parser.add_argument(flag, nargs="?", const="")
+    found, _ = parser.parse_known_args(argv)
+    return found.retry_failed is not None or found.extend is not None
 
 
 def incremental_main(argv: list[str]) -> int:
@@ -55,30 +100,14 @@ def incremental_main(argv: list[str]) -> int:
     return 0
 
 
-def curate_main(argv: list[str]) -> int:
-    from openwit.pipeline.curate.run import OutputConflict, curate
-    from openwit.pipeline.audit.summary import summary_text
-    from openwit.pipeline.config import parse_curate_args
+def dry_run_main(cfg) -> int:
+    from openwit.pipeline.curate.dry_run import dry_run
 
-    if "--retry-failed" in argv or "--extend" in argv:
-        return incremental_main(argv)
-    if "--dry-run" in argv:
-        from openwit.pipeline.curate.dry_run import dry_run
-
-        cfg, _ = parse_curate_args([a for a in argv if a != "--dry-run"])
-        try:
-            print(dry_run(cfg))
-        except (FileNotFoundError, ValueError) as err:
-            print(f"openwit curate --dry-run: {err}", file=sys.stderr)
-            return 2
-        return 0
-    cfg, beam_args = parse_curate_args(argv)
     try:
-        curate(cfg, beam_args, ["curate"] + argv)
-    except OutputConflict as err:
-        print(f"openwit curate: {err}", file=sys.stderr)
+        print(dry_run(cfg))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"openwit curate --dry-run: {err}", file=sys.stderr)
         return 2
-    print(summary_text(cfg.output))
     return 0
 
 
@@ -144,8 +173,9 @@ def audit_report(args) -> int:
 
 def audit_croissant(args) -> int:
     from openwit.pipeline.audit.croissant import write_croissant
+    from openwit.pipeline.output import layout
 
-    output = args.output or os.path.join(args.dir, "croissant.json")
+    output = args.output or layout.croissant_path(args.dir)
     if os.path.dirname(os.path.abspath(output)) != os.path.abspath(args.dir):
         print("openwit audit croissant: note: the file's paths are relative to DIR; keep it in DIR to load it",
               file=sys.stderr)
@@ -156,12 +186,6 @@ def audit_croissant(args) -> int:
 
 AUDIT_COMMANDS = {"summary": audit_summary, "trace": audit_trace, "verify": audit_verify, "report": audit_report,
                   "croissant": audit_croissant}
-
-
-def takedown_main(argv: list[str]) -> int:
-    from openwit.pipeline.audit.takedown import main
-
-    return main(argv)
 
 
 def extract_main(argv: list[str]) -> int:
@@ -188,56 +212,17 @@ def extract_main(argv: list[str]) -> int:
     return 0
 
 
-def hashes_main(argv: list[str]) -> int:
-    from openwit.pipeline.audit.hashes import main
-
-    return main(argv)
-
-
-def demo_main(argv: list[str]) -> int:
-    from openwit.pipeline.demo.run import main
-
-    return main(argv)
-
-
-def vocab_main(argv: list[str]) -> int:
-    from openwit.query_lists.build import main
-
-    return main(argv)
-
-
-def train_main(argv: list[str]) -> int:
-    from openwit.trainer.train import main
-
-    return main(argv)
-
-
-def plot_main(argv: list[str]) -> int:
-    from openwit.trainer.plot import main
-
-    return main(argv)
-
-
-def evaluate_main(argv: list[str]) -> int:
-    from openwit.trainer.evaluate import main
-
-    return main(argv)
-
-
-COMMANDS = {"demo": demo_main, "curate": curate_main, "audit": audit_main, "hashes": hashes_main, "extract": extract_main, "takedown": takedown_main, "vocab": vocab_main, "train": train_main, "eval": evaluate_main, "plot": plot_main,
-            "evaluate": evaluate_main}
-
-
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
-    command = COMMANDS.get(argv[0])
-    if command is None:
+    name = ALIASES.get(argv[0], argv[0])
+    if name not in COMMANDS:
         print(f"openwit: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return command(argv[1:]) or 0
+    module, function, _ = COMMANDS[name]
+    return getattr(importlib.import_module(module), function)(argv[1:]) or 0
 
 
 if __name__ == "__main__":

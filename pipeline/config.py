@@ -1,4 +1,10 @@
-"""`openwit curate` options: one frozen config built once from argv, never mutated.
+"""`openwit curate` options: one frozen config, never mutated.
+
+Every flag is declared on the config field it sets (pipeline/common/flags.py): its name,
+default, help and parsing, here and in the stage configs CurateConfig nests. The config is
+built from argv (parse_curate_args), directly in code (CurateConfig(inputs=..., output=...),
+the demo) or from a manifest (CurateConfig.from_dict, --retry-failed and --extend); its
+__post_init__ holds every check of values, check_files() the checks that read files.
 
 Flags openwit does not know pass through to Beam's PipelineOptions (--runner,
 --direct_num_workers, --direct_running_mode, --temp_location, --setup_file, ...). Local
@@ -7,49 +13,110 @@ runs default to FnApiRunner: Beam's DirectRunner first tries to download the Pri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
-from openwit.pipeline.stages.dedup import DEDUP_KEYS
-from openwit.pipeline.download.client import DownloadConfig
+from openwit.pipeline.common import flags
+from openwit.pipeline.common.flags import nested, opt
 from openwit.pipeline.common.neardup import DEFAULT_DISTANCE
-from openwit.pipeline.stages.image import HASH_METHODS, RESIZE_MODES, ImageConfig
-from openwit.pipeline.stages.read import FORMATS, ReadConfig
+from openwit.pipeline.download.client import DownloadConfig
+from openwit.pipeline.stages.dedup import DEDUP_KEYS
+from openwit.pipeline.stages.image import ImageConfig
+from openwit.pipeline.stages.read import ReadConfig
 from openwit.pipeline.stages.text import TextConfig
 from openwit.query_lists.build import shipped_list_path
 
 DEFAULT_RUNNER = "FnApiRunner"
+SCORE = "model score (DataComp's CLIP-score filter, with a model you trained)"
+# The help groups of `openwit curate --help`, in order; a field names its group in its flag.
+GROUPS = ("input", "text rules", "download", "image", "dedup", SCORE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CurateConfig:
-    inputs: tuple[str, ...]
-    vocab: str
-    output: str
-    seed: int = 0
-    threshold: int = 20_000  # ignored when tail_fraction is set
-    tail_fraction: Optional[float] = None
-    pre_download_slack: float = 2.0
-    samples_per_shard: int = 10_000
-    shard_count: int = 0  # 0: ceil(kept / samples_per_shard); fixed by --retry-failed and --extend
+    inputs: tuple[str, ...] = opt(help_text="input file or glob (repeatable)", flag="--input", append=True,
+                                  required=True)
+    # None: the shipped list, resolved here so that the manifest records its path
+    vocab: Optional[str] = opt(None, "vocabulary file: one entry a line (.txt or .txt.gz); "
+                               "default: the shipped 450K list")
+    output: str = opt(help_text="output directory", required=True)
+    seed: int = opt(0, "seed of the balancing draw")
+    # ignored when tail_fraction is set
+    threshold: int = opt(20_000, "balancing cap t per vocabulary entry (20K at 400M)", exclusive="cap")
+    tail_fraction: Optional[float] = opt(None, "choose t so that entries with fewer than t matches hold this share "
+                                         "of all matches (MetaCLIP: ~0.06)", type=float, exclusive="cap")
+    pre_download_slack: float = opt(2.0, "balance at t x slack before download, at t after dedup "
+                                    "(docs/balancing.md)")
+    samples_per_shard: int = opt(10_000)
+    # 0: ceil(kept / samples_per_shard); fixed by --retry-failed and --extend
+    shard_count: int = opt(0, "number of shard buckets (0: kept / --samples-per-shard); the manifest records it, "
+                           "and --retry-failed and --extend keep it so the layout stays stable")
     staging_dir: Optional[str] = None  # default OUT/staging
-    ledger_parts: int = 8
-    overwrite: bool = False
-    exact_dedup: str = "image"
-    near_dup_distance: int = DEFAULT_DISTANCE  # -1: no near-duplicate dedup
-    decontaminate: Optional[str] = None
-    score_model: Optional[str] = None  # an openwit checkpoint: score image-caption pairs
-    min_score: float = -1.0  # cosine below which --score-model drops a pair (-1: record only)
-    read: ReadConfig = field(default_factory=ReadConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    download: DownloadConfig = field(default_factory=DownloadConfig)
-    image: ImageConfig = field(default_factory=ImageConfig)
+    ledger_parts: int = opt(8, "number of ledger Parquet parts")
+    overwrite: bool = opt(False, "replace a different run's output")
+    exact_dedup: str = opt("image", "image: one sample per image sha256; image+caption: only identical image "
+                           "and caption", choices=DEDUP_KEYS, group="dedup")
+    # -1: no near-duplicate dedup
+    near_dup_distance: int = opt(DEFAULT_DISTANCE, "pHash Hamming distance (of 64 bits) at which images are "
+                                 "near-duplicates; -1: off", group="dedup")
+    decontaminate: Optional[str] = opt(None, "hashes.parquet from `openwit hashes export`: drop candidates within "
+                                       "--near-dup-distance of an eval image (exact pHash matches only when "
+                                       "near-dup dedup is off)", group="dedup")
+    # an openwit checkpoint: score image-caption pairs
+    score_model: Optional[str] = opt(None, "an openwit checkpoint (openwit train): record the image-caption cosine "
+                                     "of every pair that passes the image rules (before dedup), in the ledger's "
+                                     "clip_score", group=SCORE)
+    # cosine below which --score-model drops a pair (-1: record only)
+    min_score: float = opt(-1.0, "drop pairs whose --score-model cosine is below this (reason low_clip_score); "
+                           "-1 records scores without dropping", group=SCORE)
+    read: ReadConfig = nested(ReadConfig, group="input")
+    text: TextConfig = nested(TextConfig, group="text rules")
+    download: DownloadConfig = nested(DownloadConfig, group="download")
+    image: ImageConfig = nested(ImageConfig, group="image")
+
+    def __post_init__(self):
+        if not self.vocab:
+            object.__setattr__(self, "vocab", shipped_list_path())
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+
+    def problem(self) -> Optional[str]:
+        """What is wrong with the values, in the flags' words (None: nothing). Here and not in
+        the stage configs: a message names the curate flag, and the download config is shared."""
+        d = self.download
+        rules = (
+            (self.pre_download_slack < 1,
+             "--pre-download-slack must be >= 1: a smaller pre-download cap would starve entries"),
+            (not 0 <= d.breaker_failure_ratio <= 1, "--breaker-failure-ratio is a share: between 0 and 1 (0: off)"),
+            (d.host_rate < 0, "--max-host-rate must be >= 0"),
+            (bool(d.dns_server) and not re.fullmatch(r"[^\s:]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", d.dns_server),
+             f"--dns-server takes HOST:PORT, got {d.dns_server!r}"),
+            (not -1 <= self.min_score <= 1, "--min-score is a cosine: between -1 and 1"),
+            (self.min_score > -1 and not self.score_model, "--min-score needs --score-model"),
+            (not 0 <= self.text.min_language_score <= 1,
+             "--min-language-score is a probability: between 0 and 1"),
+            (self.near_dup_distance > 32, "--near-dup-distance above 32 of 64 bits would merge unrelated images"),
+        )
+        return next((message for broken, message in rules if broken), None)
+
+    def check_files(self) -> None:
+        """The checks that read files (ValueError): run before a run starts, not on every copy."""
+        if self.decontaminate:
+            check_eval_hashes(self.decontaminate, self.image.hash_method)
+        if self.score_model and not os.path.isfile(self.score_model):
+            raise ValueError(f"--score-model: no such file {self.score_model}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "CurateConfig":
+        """The config of a manifest's "config" (to_dict() read back from JSON)."""
+        return flags.from_dict(cls, values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,183 +127,35 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Later, on a finished output: `openwit curate --retry-failed OUT` re-attempts its transient "
         "failures; `openwit curate --extend OUT --input NEW` adds candidates (docs/incremental.md).",
     )
-    p.add_argument("--input", action="append", required=True, help="input file or glob (repeatable)")
-    p.add_argument("--vocab", default=None,
-                   help="vocabulary file: one entry a line (.txt or .txt.gz); default: the shipped 450K list")
-    p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="seed of the balancing draw")
-    cap = p.add_mutually_exclusive_group()
-    cap.add_argument("--threshold", type=int, default=20_000, help="balancing cap t per vocabulary entry (20K at 400M)")
-    cap.add_argument("--tail-fraction", type=float, default=None,
-                     help="choose t so that entries with fewer than t matches hold this share of all matches "
-                          "(MetaCLIP: ~0.06)")
-    p.add_argument("--pre-download-slack", type=float, default=2.0,
-                   help="balance at t x slack before download, at t after dedup (docs/balancing.md)")
-    p.add_argument("--samples-per-shard", type=int, default=10_000)
-    p.add_argument("--shard-count", type=int, default=0,
-                   help="number of shard buckets (0: kept / --samples-per-shard); the manifest records it, "
-                        "and --retry-failed and --extend keep it so the layout stays stable")
-    p.add_argument("--ledger-parts", type=int, default=8, help="number of ledger Parquet parts")
-    p.add_argument("--overwrite", action="store_true", help="replace a different run's output")
+    flags.add_flags(p, CurateConfig)
     p.add_argument("--dry-run", action="store_true",
                    help="check inputs and options, print the stage plan and offline-stage counts on a sample; "
                         "download and write nothing")
-    g = p.add_argument_group("input")
-    g.add_argument("--input-format", choices=FORMATS, default=None, help="default: from the extension")
-    g.add_argument("--url-col", default="url")
-    g.add_argument("--caption-col", default="caption")
-    g.add_argument("--page-url-col", default="page_url")
-    g = p.add_argument_group("text rules")
-    t = TextConfig()
-    g.add_argument("--min-caption-chars", type=int, default=t.min_caption_chars)
-    g.add_argument("--min-caption-words", type=int, default=t.min_caption_words,
-                   help="CJK, Thai and other scripts without spaces count one word a character")
-    g.add_argument("--languages", default=",".join(t.languages),
-                   help="comma-separated fastText codes to keep (default: en, as WIT); 'all' keeps every language")
-    g.add_argument("--min-language-score", type=float, default=t.min_language_score,
-                   help="drop captions whose language ID confidence is below this (0-1)")
-    g.add_argument("--no-junk-rules", action="store_true",
-                   help="keep file-name-like, URL-only and digits-only alt-texts")
-    g.add_argument("--caption-blocklist", default=None,
-                   help="file of words or phrases (one a line) whose presence drops a caption")
-    g = p.add_argument_group("download")
-    d = DownloadConfig()
-    g.add_argument("--timeout", type=float, default=d.timeout, help="total seconds per attempt: connect, headers, body")
-    g.add_argument("--retries", type=int, default=d.retries, help="retries of transient failures, with backoff")
-    g.add_argument("--max-retry-after", type=float, default=d.max_retry_after,
-                   help="longest Retry-After honoured; longer ends the retries")
-    g.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes)
-    g.add_argument("--max-redirects", type=int, default=d.max_redirects)
-    g.add_argument("--download-concurrency", type=int, default=d.concurrency, help="downloads in flight per worker")
-    g.add_argument("--per-host-connections", type=int, default=d.per_host)
-    g.add_argument("--user-agent-contact", default=d.contact, help="URL in the User-Agent for site owners")
-    g.add_argument("--disallowed-header-directives", default=",".join(d.disallowed_header_directives),
-                   help="X-Robots-Tag directives that opt an image out (comma-separated; empty: none)")
-    g.add_argument("--allow-loopback", action="store_true",
-                   help="allow 127.0.0.0/8 and ::1 (local tests and the demo); other private addresses stay refused")
-    g.add_argument("--max-host-rate", type=float, default=DownloadConfig.host_rate, metavar="R",
-                   help="request starts per second per host and worker process (0: only --per-host-connections)")
-    g.add_argument("--breaker-failure-ratio", type=float, default=DownloadConfig.breaker_failure_ratio,
-                   help="pause a host when this share of its last 20 attempts (10 at least) failed transiently; "
-                        "its URLs end as domain_unavailable (retryable); 0: never pause")
-    g.add_argument("--breaker-cooldown", type=float, default=DownloadConfig.breaker_cooldown,
-                   help="seconds a paused host waits before one probe request")
-    g.add_argument("--dns-server", default=None, metavar="HOST:PORT",
-                   help="ask this DNS server directly (A records over UDP) instead of the system resolver")
-    g.add_argument("--dns-cache-ttl", type=float, default=DownloadConfig.dns_ttl,
-                   help="seconds a resolved host stays cached per worker")
-    g.add_argument("--dns-negative-ttl", type=float, default=DownloadConfig.dns_negative_ttl,
-                   help="seconds an NXDOMAIN answer stays cached per worker")
-    g.add_argument("--dns-concurrency", type=int, default=DownloadConfig.dns_concurrency,
-                   help="DNS queries in flight per worker (the rest wait; a burst never floods the resolver)")
-    g = p.add_argument_group("image")
-    g.add_argument("--image-size", type=int, default=256)
-    g.add_argument("--resize-mode", choices=RESIZE_MODES, default="border")
-    g.add_argument("--resize-only-if-bigger", action="store_true")
-    g.add_argument("--output-format", choices=("jpg", "png", "webp"), default="jpg")
-    g.add_argument("--encode-quality", type=int, default=ImageConfig.quality, help="jpg/webp quality (1-100)")
-    g.add_argument("--min-image-size", type=int, default=ImageConfig.min_image_size,
-                   help="minimum shorter side of the original image (DataComp basic: 200)")
-    g.add_argument("--max-aspect-ratio", type=float, default=ImageConfig.max_aspect_ratio,
-                   help="longer side / shorter side of the original (DataComp basic: 3); 0: no limit")
-    g.add_argument("--hash-method", choices=tuple(HASH_METHODS), default=ImageConfig.hash_method,
-                   help="64-bit perceptual hash for near-duplicates and decontamination (imagehash)")
-    g = p.add_argument_group("dedup")
-    g.add_argument("--exact-dedup", choices=DEDUP_KEYS, default="image",
-                   help="image: one sample per image sha256; image+caption: only identical image and caption")
-    g.add_argument("--near-dup-distance", type=int, default=DEFAULT_DISTANCE,
-                   help="pHash Hamming distance (of 64 bits) at which images are near-duplicates; -1: off")
-    g.add_argument("--decontaminate", default=None,
-                   help="hashes.parquet from `openwit hashes export`: drop candidates within --near-dup-distance "
-                        "of an eval image (exact pHash matches only when near-dup dedup is off)")
-    g.add_argument("--max-pixels", type=int, default=ImageConfig.max_pixels,
-                   help="decompression-bomb guard, checked from the header before decoding")
-    g = p.add_argument_group("model score (DataComp's CLIP-score filter, with a model you trained)")
-    g.add_argument("--score-model", default=None,
-                   help="an openwit checkpoint (openwit train): record the image-caption cosine of every pair "
-                        "that passes the image rules (before dedup), in the ledger's clip_score")
-    g.add_argument("--min-score", type=float, default=-1.0,
-                   help="drop pairs whose --score-model cosine is below this (reason low_clip_score); "
-                        "-1 records scores without dropping")
+    for title in GROUPS:
+        flags.add_flags(p.add_argument_group(title), CurateConfig, group=title)
     return p
 
 
-def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
-    """(config, Beam arguments); Beam gets every flag openwit does not define."""
-    args, beam_args = build_parser().parse_known_args(argv)
+def parse_curate_command(argv: list[str]) -> tuple[CurateConfig, list[str], bool]:
+    """(config, Beam arguments, --dry-run); Beam gets every flag openwit does not define.
+    A bad value, file or flag ends the command as a usage error (exit 2)."""
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    config = flags.parsed(parser, CurateConfig, args)
     try:
-        languages = parse_languages(args.languages)
-    except argparse.ArgumentTypeError as err:
-        build_parser().error(str(err))
-    config = CurateConfig(
-        inputs=tuple(args.input),
-        vocab=args.vocab or shipped_list_path(),
-        output=args.output,
-        seed=args.seed,
-        threshold=args.threshold,
-        tail_fraction=args.tail_fraction,
-        pre_download_slack=args.pre_download_slack,
-        samples_per_shard=args.samples_per_shard,
-        shard_count=args.shard_count,
-        ledger_parts=args.ledger_parts,
-        overwrite=args.overwrite,
-        exact_dedup=args.exact_dedup,
-        near_dup_distance=args.near_dup_distance,
-        decontaminate=args.decontaminate,
-        score_model=args.score_model,
-        min_score=args.min_score,
-        read=ReadConfig(args.input_format, args.url_col, args.caption_col, args.page_url_col),
-        text=TextConfig(
-            args.min_caption_chars,
-            args.min_caption_words,
-            languages,
-            min_language_score=args.min_language_score,
-            junk_rules=not args.no_junk_rules,
-            blocklist=read_blocklist(args.caption_blocklist),
-        ),
-        download=DownloadConfig(
-            timeout=args.timeout, retries=args.retries, max_retry_after=args.max_retry_after,
-            max_image_bytes=args.max_image_bytes, max_redirects=args.max_redirects,
-            concurrency=args.download_concurrency, per_host=args.per_host_connections, contact=args.user_agent_contact,
-            disallowed_header_directives=tuple(d.strip().lower() for d in args.disallowed_header_directives.split(",")
-                                               if d.strip()),
-            allow_loopback=args.allow_loopback,
-            dns_server=args.dns_server, dns_ttl=args.dns_cache_ttl, dns_negative_ttl=args.dns_negative_ttl,
-            dns_concurrency=args.dns_concurrency, host_rate=args.max_host_rate,
-            breaker_failure_ratio=args.breaker_failure_ratio, breaker_cooldown=args.breaker_cooldown,
-        ),
-        image=ImageConfig(
-            image_size=args.image_size, resize_mode=args.resize_mode,
-            resize_only_if_bigger=args.resize_only_if_bigger, output_format=args.output_format,
-            quality=args.encode_quality,
-            min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio, max_pixels=args.max_pixels,
-            hash_method=args.hash_method,
-        ),
-    )
-    if args.pre_download_slack < 1:
-        build_parser().error("--pre-download-slack must be >= 1: a smaller pre-download cap would starve entries")
-    if args.decontaminate:
-        check_eval_hashes(args.decontaminate, args.hash_method)
-    if not 0 <= args.breaker_failure_ratio <= 1:
-        build_parser().error("--breaker-failure-ratio is a share: between 0 and 1 (0: off)")
-    if args.max_host_rate < 0:
-        build_parser().error("--max-host-rate must be >= 0")
-    if args.dns_server and not re.fullmatch(r"[^\s:]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", args.dns_server):
-        build_parser().error(f"--dns-server takes HOST:PORT, got {args.dns_server!r}")
-    if args.score_model and not os.path.isfile(args.score_model):
-        build_parser().error(f"--score-model: no such file {args.score_model}")
-    if not -1 <= args.min_score <= 1:
-        build_parser().error("--min-score is a cosine: between -1 and 1")
-    if args.min_score > -1 and not args.score_model:
-        build_parser().error("--min-score needs --score-model")
-    if not 0 <= args.min_language_score <= 1:
-        build_parser().error("--min-language-score is a probability: between 0 and 1")
-    if args.near_dup_distance > 32:
-        build_parser().error("--near-dup-distance above 32 of 64 bits would merge unrelated images")
+        config.check_files()
+    except ValueError as err:
+        parser.error(str(err))
     unknown = unknown_beam_args(beam_args)
     if unknown:
-        build_parser().error(f"unrecognized arguments (neither openwit's nor Beam's): {' '.join(unknown)}")
-    return config, with_default_runner(beam_args)
+        parser.error(f"unrecognized arguments (neither openwit's nor Beam's): {' '.join(unknown)}")
+    return config, with_default_runner(beam_args), args.dry_run
+
+
+def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
+    """(config, Beam arguments) of a curate command line."""
+    config, beam_args, _ = parse_curate_command(argv)
+    return config, beam_args
 
 
 def unknown_beam_args(beam_args: list[str]) -> list[str]:
@@ -252,33 +171,18 @@ def unknown_beam_args(beam_args: list[str]) -> list[str]:
 
 
 def check_eval_hashes(path: str, hash_method: str) -> None:
+    """The --decontaminate file exists, is ours, and holds hashes of `hash_method` (ValueError)."""
     from openwit.pipeline.audit.hashes import hash_method_of
 
     if not os.path.isfile(path):
-        build_parser().error(f"--decontaminate: no such file {path}")
+        raise ValueError(f"--decontaminate: no such file {path}")
     try:
         method = hash_method_of(path)
     except Exception as err:  # not Parquet, or not ours
-        build_parser().error(f"--decontaminate: {err}")
+        raise ValueError(f"--decontaminate: {err}") from err
     if method != hash_method:
-        build_parser().error(f"--decontaminate: {path} holds {method} hashes but --hash-method is {hash_method}; "
-                             f"export them again with --hash-method {hash_method}")
-
-
-def parse_languages(value: str) -> tuple[str, ...]:
-    """'en,de' -> ('en', 'de'); 'all' (or empty) -> () which keeps every language."""
-    codes = tuple(code.strip() for code in value.split(",") if code.strip())
-    if "all" in codes and len(codes) > 1:
-        raise argparse.ArgumentTypeError("--languages: 'all' keeps every language; list codes or 'all', not both")
-    return () if codes in ((), ("all",)) else codes
-
-
-def read_blocklist(path) -> tuple[str, ...]:
-    """Lower-case terms, one a line; words are compared whole, so "ass" does not hit "class"."""
-    if not path:
-        return ()
-    with open(path, encoding="utf-8") as f:
-        return tuple(" ".join(line.lower().split()) for line in f if line.strip() and not line.startswith("#"))
+        raise ValueError(f"--decontaminate: {path} holds {method} hashes but --hash-method is {hash_method}; "
+                         f"export them again with --hash-method {hash_method}")
 
 
 def with_default_runner(beam_args: list[str]) -> list[str]:

@@ -149,6 +149,13 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def list_sha256(path: str) -> str:
+    """sha256 of a list's text (uncompressed), so .txt and .txt.gz of one list agree."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def package_file(package: str, name: str) -> str:
     module = __import__(package)
     path = os.path.join(os.path.dirname(module.__file__), name)
@@ -241,8 +248,7 @@ def load_manifest(directory: str = HERE) -> dict:
 def verify(directory: str = HERE) -> list[str]:
     """Rebuild from the sources with the manifest's options; [] when everything matches."""
     manifest = load_manifest(directory)
-    with gzip.open(os.path.join(directory, manifest["list"]), "rb") as f:
-        shipped_sha = hashlib.sha256(f.read()).hexdigest()
+    shipped_sha = list_sha256(os.path.join(directory, manifest["list"]))
     problems = []
     if shipped_sha != manifest["sha256"]:
         problems.append(f"the shipped list's sha256 {shipped_sha} differs from the manifest's {manifest['sha256']}")

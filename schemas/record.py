@@ -57,7 +57,7 @@ class Record:
     def __reduce__(self):
         # Shuffles pickle records (Beam's fallback coder): positional values only, without
         # the 25 field names a dataclass pickle repeats per record (~40% smaller).
-        return (_record_from_values, tuple(getattr(self, name) for name in _FIELD_NAMES))
+        return (_record_from_values, tuple(getattr(self, name) for name in RECORD_FIELDS))
 
     def update(self, **changes) -> "Record":
         return dataclasses.replace(self, **changes)
@@ -68,7 +68,7 @@ class Record:
         return row
 
 
-_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Record))
+RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(Record))
 
 
 def _record_from_values(*values) -> Record:
@@ -118,7 +118,6 @@ def _arrow_fields(names):
     return [pa.field(n, _ARROW_TYPES.get(n, pa.string())) for n in names]
 
 
-RECORD_FIELDS = [f.name for f in dataclasses.fields(Record)]
 # recorded_at: when a later revision (a takedown) was appended; null for the run's own rows,
 # which must stay byte-identical across runs and runners.
 LEDGER_FIELDS = ["revision"] + [n for n in RECORD_FIELDS if n not in _NOT_IN_LEDGER] + ["recorded_at"]

@@ -16,7 +16,7 @@ import pytest
 from openwit.pipeline.demo import web as demo_web
 from openwit.pipeline.demo.run import write_web_inputs
 from openwit.pipeline.config import parse_curate_args
-from openwit.pipeline.stages import download as fetch
+from openwit.pipeline.download import staging
 from openwit.schemas.record import Record
 from test_curate_e2e import curate_args, output_bytes, run_curate
 
@@ -100,7 +100,7 @@ def test_kill_during_downloads_then_rerun_reuses_staged_images(slow_run, tmp_pat
     finished = set(os.path.basename(p)[:-5] for p in receipts(out))
     paths = [path for path in slow_run["routes"] if path.startswith(("/img/", "/copy/"))]
     done_paths = {p for p in paths
-                  if fetch.receipt_key(slow_run["base_url"] + p, cfg.image, cfg.download) in finished}
+                  if staging.receipt_key(slow_run["base_url"] + p, cfg.image, cfg.download) in finished}
     assert len(done_paths) >= 20
 
     slow_run["routes"].hits.clear()
@@ -130,13 +130,13 @@ def test_a_receipt_names_its_image_relative_to_the_staging_it_is_read_from(tmp_p
     cfg, _ = parse_curate_args(["--input", "x", "--output", "y"])
     record = Record(uid="u", url="http://127.0.0.1/a.jpg", caption="a red circle", source="s:0")
     first = str(tmp_path / "first" / "staging")
-    path = fetch.stage_image(first, "ab" * 32, "jpg", b"processed bytes")
-    key = fetch.receipt_key(record.url, cfg.image, cfg.download)
-    fetch.save_receipt(first, key, record.update(sha256="ab" * 32, image_format="jpg", image_path=path, width=4))
+    path = staging.stage_image(first, "ab" * 32, "jpg", b"processed bytes")
+    key = staging.receipt_key(record.url, cfg.image, cfg.download)
+    staging.save_receipt(first, key, record.update(sha256="ab" * 32, image_format="jpg", image_path=path, width=4))
     moved = str(tmp_path / "moved" / "staging")
     os.rename(str(tmp_path / "first"), str(tmp_path / "moved"))
-    reused = fetch.reuse_receipt(moved, key, record)
-    assert reused.image_path == fetch.staged_path(moved, "ab" * 32, "jpg") and reused.width == 4
+    reused = staging.reuse_receipt(moved, key, record)
+    assert reused.image_path == staging.staged_path(moved, "ab" * 32, "jpg") and reused.width == 4
     os.remove(reused.image_path)  # the staged image is gone: download again
-    assert fetch.reuse_receipt(moved, key, record) is None
-    assert fetch.reuse_receipt(moved, fetch.receipt_key(record.url + "?v=2", cfg.image, cfg.download), record) is None
+    assert staging.reuse_receipt(moved, key, record) is None
+    assert staging.reuse_receipt(moved, staging.receipt_key(record.url + "?v=2", cfg.image, cfg.download), record) is None

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
+from openwit.pipeline.common.urls import normalize_url
 from openwit.pipeline.stages.dedup import (
     EvalHashes, band_keys, cluster_labels, decontaminate, dedup_group, edges_in_band, exact_key, near_dup_group,
-    normalize_url, url_dedup_group,
+    url_dedup_group,
 )
 from openwit.pipeline.common.neardup import near_duplicate_clusters
 from openwit.schemas.record import Record
@@ -96,7 +97,7 @@ def test_image_and_caption_key_separates_captions():
 # --- near duplicates: the distributed form equals the kernel -----------------------------
 
 def beam_shaped_clusters(hashes: list[str], k: int) -> dict:
-    """Band keys -> groups -> edges -> components, as run.near_dedup does, in plain Python."""
+    """Band keys -> groups -> edges -> components, as graph.near_dedup does, in plain Python."""
     groups = {}
     for h in sorted(set(hashes)):
         for key in band_keys(h, k):

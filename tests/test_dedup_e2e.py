@@ -15,7 +15,7 @@ from openwit.pipeline.curate.run import curate
 from openwit.pipeline.demo.web import Response, serve
 from openwit.pipeline.output.ledger import current_state, read_ledger
 from openwit.pipeline.config import parse_curate_args
-from openwit.pipeline.stages.dedup import normalize_url
+from openwit.pipeline.common.urls import normalize_url
 
 COPIES = [((640, 480), 90), ((300, 225), 50)]  # (size, JPEG quality) of each copy of an original
 DUPLICATED = range(0, 12)  # originals that also have copies on other URLs

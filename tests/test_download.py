@@ -27,12 +27,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image, features
 
-from openwit.pipeline.stages import download as fetch_stage
 from yarl import URL
+from openwit.pipeline.download import staging
 from openwit.pipeline.download.client import (
-    DownloadConfig, Downloader, FetchResult, address_refusal, check_url, fetch, make_session, opt_out,
-    parse_retry_after, retry_delay, status_result,
+    DownloadConfig, Downloader, DownloadResult, fetch, make_session, opt_out, parse_retry_after, retry_delay,
+    status_result,
 )
+from openwit.pipeline.download.safety import address_refusal, check_url
+from openwit.pipeline.stages.download import record_from_download
 from openwit.pipeline.stages.image import ImageConfig
 from openwit.schemas.reasons import REASONS
 from openwit.schemas.record import DROPPED, Record
@@ -253,7 +255,7 @@ def afetch(url, sleep, lookup=None, **cfg):
     return checked(asyncio.run(go()))
 
 
-def checked(result: FetchResult) -> FetchResult:
+def checked(result: DownloadResult) -> DownloadResult:
     """Every reason is in the registry, and `transient` is the registry's flag."""
     if result.body is None:
         assert result.reason in REASONS, result
@@ -380,7 +382,7 @@ def test_backoff_doubles_with_deterministic_jitter(web):
         assert 0.5 * base <= delay <= 1.5 * base, (attempt, delay)
     assert first.delays == second.delays  # the same url waits the same way every run
     config = DownloadConfig(**cfg)
-    transient = FetchResult(None, reason="http_5xx")
+    transient = DownloadResult(None, reason="http_5xx")
     assert [retry_delay(transient, a, url, config) for a in range(4)] == first.delays
     other = [retry_delay(transient, a, url + "?other", config) for a in range(4)]
     assert other != first.delays  # jitter spreads different urls apart
@@ -678,7 +680,12 @@ def test_invalid_url(connections, url):
     assert connections == []
 
 
-# --- through fetch_record and process_image --------------------------------------------------
+# --- through record_from_download and process_image ------------------------------------------
+
+
+def download_record(record, downloader, image, stage):
+    """Download, decode, check and resize one candidate; a dropped record says why not."""
+    return record_from_download(record, downloader.fetch(record.url), image, stage)
 
 
 def encode(image, fmt, **options):
@@ -738,13 +745,13 @@ IMAGES = {
 @pytest.fixture
 def pipeline(web, downloaders, tmp_path):
     downloader = downloaders()
-    stage = functools.partial(fetch_stage.stage_image, str(tmp_path / "staging"))
+    stage = functools.partial(staging.stage_image, str(tmp_path / "staging"))
 
     def run(path, data, content_type="image/jpeg", image=SMALL_IMAGES):
         url = web.add(path, reply(200, data, content_type=content_type))
         record = Record(uid="u" + hashlib.sha256(path.encode()).hexdigest()[:8], url=url, caption="a cat",
                         source="test:1")
-        result = fetch_stage.fetch_record(record, downloader, image, stage)
+        result = download_record(record, downloader, image, stage)
         if result.status == DROPPED:
             assert result.reason in REASONS and result.stage == REASONS[result.reason].stage
         return result
@@ -822,15 +829,15 @@ def test_a_successful_record_carries_both_hashes(pipeline):
 
 def test_download_failures_drop_the_record_with_the_download_reason(web, downloaders, tmp_path):
     record = Record(uid="u404", url=web.url("/status/404"), caption="a cat", source="test:2")
-    stage = functools.partial(fetch_stage.stage_image, str(tmp_path))
-    result = fetch_stage.fetch_record(record, downloaders(), SMALL_IMAGES, stage)
+    stage = functools.partial(staging.stage_image, str(tmp_path))
+    result = download_record(record, downloaders(), SMALL_IMAGES, stage)
     assert (result.status, result.stage, result.reason, result.http_status) == (DROPPED, "download", "http_404", 404)
 
 
 def test_every_download_reason_has_its_registry_flag():
     for name, why in REASONS.items():
-        assert FetchResult(None, reason=name).transient == why.transient, name
-    assert not FetchResult(b"x", 200).transient
+        assert DownloadResult(None, reason=name).transient == why.transient, name
+    assert not DownloadResult(b"x", 200).transient
 
 
 @pytest.mark.parametrize("ip", ["2002:a00:1::", "2002:7f00:1::", "fec0::1", "192.0.0.8", "3fff::1",

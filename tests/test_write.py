@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
 
-from openwit.pipeline.stages.write import shard_count, shard_of, write_shard, write_sizes
+from openwit.pipeline.output.shards import write_sizes
+from openwit.pipeline.stages.write import shard_count, shard_of, write_shard
 from openwit.schemas.record import Record
 
 

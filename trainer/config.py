@@ -5,23 +5,28 @@ seconds and exists to prove the whole path (shards -> loader -> model -> loss ->
 checkpoint -> zero-shot eval) works end to end. A ViT-B/32 run later changes
 only these numbers (image_size=224, patch_size=32, widths 768/512, ...).
 
-Each field carries its --help text in `metadata`, so the command line in
-train.py is generated from this one place and cannot drift from it.
+Each field is also its flag (pipeline/common/flags.py, as for `openwit curate`), so the
+command line in train.py is generated from this one place and cannot drift from it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
+
+from openwit.pipeline.common import flags
 
 
-def _opt(default, help_text: str):
-    """A dataclass field whose help text the CLI reuses."""
-    return field(default=default, metadata={"help": help_text})
+def _opt(default, help_text: str, **flag):
+    """A TrainConfig field and its flag; --help shows the default, except for a switch, a
+    fixed choice or a required flag."""
+    shown = not isinstance(default, bool) and "choices" not in flag and not flag.get("required")
+    return flags.opt(default, help_text, show_default=shown, **flag)
 
 
 @dataclass
 class TrainConfig:
     # data
-    shards: str = _opt("", "directory of WebDataset shards (*.tar, optional sizes.json)")
+    shards: str = _opt("", "directory of WebDataset shards (*.tar, optional sizes.json)", required=True,
+                       metavar="DIR")
     num_workers: int = _opt(0, "DataLoader worker processes (0 = load in the main process)")
     shuffle_buffer: int = _opt(256, "sample shuffle buffer size")
     online_balance: int = _opt(0, "online balancing (MetaCLIP 2): each epoch keeps a sample with MetaCLIP's "
@@ -36,7 +41,7 @@ class TrainConfig:
     grad_clip: float = _opt(1.0, "max gradient norm (0 disables clipping)")
     accum_steps: int = _opt(1, "micro-batches per optimiser step (gradient accumulation)")
     # runtime
-    device: str = _opt("cpu", "cpu or cuda")
+    device: str = _opt("cpu", "cpu or cuda", choices=("cpu", "cuda"))
     seed: int = _opt(0, "seed for weights, data order and augmentation")
     output: str = _opt("checkpoints/tiny_clip.pt", "where to write the checkpoint")
     log_every: int = _opt(10, "print the loss every N steps")
@@ -52,7 +57,8 @@ class TrainConfig:
     eval_shards: str = _opt("", "held-out shards for periodic retrieval recall@1/5/10")
     compile: bool = _opt(False, "torch.compile the model (faster steps on GPU after a warm-up)")
     grad_checkpointing: bool = _opt(False, "recompute transformer blocks in the backward: less memory, more time")
-    precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
+    precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32",
+                          choices=("auto", "bf16", "fp32"))
     # model: image tower (tiny ViT)
     image_size: int = _opt(32, "input image side in pixels")
     patch_size: int = _opt(8, "ViT patch side in pixels")
@@ -73,8 +79,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         """Rebuild from a checkpoint's dict, ignoring keys this version lacks."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return flags.from_dict(cls, values)
 
 
 # Model shapes by name for `--config`. b32 is OpenAI CLIP's ViT-B/32 (image 224, patch 32,

@@ -14,13 +14,11 @@ hashes with SHA-512, never Python's per-process salted hash().
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import logging
 import math
 import random
-import tarfile
 from pathlib import Path
 from typing import Iterator
 
@@ -29,7 +27,9 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from openwit.pipeline.stages.balance import keep_probability
+from openwit.pipeline.common.keyed import uniform
+from openwit.pipeline.output import layout
+from openwit.pipeline.stages.balance import count_entries, keep_probability
 
 from .config import TrainConfig
 from .loss import world
@@ -55,7 +55,7 @@ def list_shards(shards_dir: str | Path) -> list[str]:
 
 def count_samples(shards_dir: str | Path) -> int:
     """Samples in the directory: from sizes.json, else by reading the tars."""
-    sizes_path = Path(shards_dir) / "sizes.json"
+    sizes_path = Path(layout.sizes_path(shards_dir))
     sizes = json.loads(sizes_path.read_text()) if sizes_path.exists() else {}
     total = 0
     for shard in list_shards(shards_dir):
@@ -66,11 +66,13 @@ def count_samples(shards_dir: str | Path) -> int:
 
 def _count_tar(path: str) -> int:
     """Keys that have both an image and a caption (what the loader will yield)."""
+    # Imported here: the shard module brings Beam (for remote outputs), which training only
+    # needs for a shard that sizes.json does not count.
+    from openwit.pipeline.output.shards import tar_members
+
     members: dict[str, set[str]] = {}
-    with tarfile.open(path) as tar:
-        for name in tar.getnames():
-            key, _, ext = name.partition(".")
-            members.setdefault(key, set()).add(ext.lower())
+    for key, ext, _, _ in tar_members(path):
+        members.setdefault(key, set()).add(ext.lower())
     return sum(1 for exts in members.values() if "txt" in exts and exts & set(IMAGE_EXTENSIONS))
 
 
@@ -83,20 +85,18 @@ def entry_counts(shards: tuple[str, ...]) -> np.ndarray:
     shard's Parquet index, which openwit writes next to the tar."""
     import pyarrow.parquet as pq
 
-    ids = []
+    entry_id_lists = []
     for shard in shards:
         index = Path(shard).with_suffix(".parquet")
         if not index.exists():
             raise FileNotFoundError(f"online balancing needs openwit's Parquet index next to {shard}")
-        for entry_ids in pq.read_table(index, columns=["entry_ids"]).column("entry_ids").to_pylist():
-            ids.extend(entry_ids or ())
-    return np.bincount(np.asarray(ids, dtype=np.int64), minlength=1)
+        entry_id_lists += [ids or () for ids in pq.read_table(index, columns=["entry_ids"]).column("entry_ids").to_pylist()]
+    return count_entries(entry_id_lists, vocab_size=1)  # the curation's own counter; length = largest id + 1
 
 
 def epoch_draw(seed: int, epoch: int, key: str) -> float:
     """A uniform number in [0, 1) per (seed, epoch, sample): each epoch draws anew."""
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{key}".encode("utf-8"), digest_size=8, person=b"openwit-online").digest()
-    return (int.from_bytes(digest, "little") >> 11) / float(1 << 53)
+    return uniform(f"{seed}:{epoch}:{key}".encode("utf-8"), b"openwit-online")
 
 
 def balanced_epoch(samples, counts: np.ndarray, threshold: int, seed: int, epoch: int):

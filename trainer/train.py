@@ -22,11 +22,13 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from openwit.pipeline.common import flags
 
 from .config import TrainConfig, preset
 from .data import count_samples, train_batches
@@ -292,20 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="openwit train", description="Train a CLIP on WebDataset shards (torchrun for DDP)."
     )
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kwargs = {"type": type(f.default), "default": f.default, "help": f.metadata["help"]}
-        if isinstance(f.default, bool):
-            kwargs = {"action": "store_true", "default": f.default, "help": f.metadata["help"]}
-        elif f.name == "shards":
-            kwargs.update(required=True, default=None, metavar="DIR")
-        elif f.name == "device":
-            kwargs["choices"] = ["cpu", "cuda"]
-        elif f.name == "precision":
-            kwargs["choices"] = ["auto", "bf16", "fp32"]
-        else:
-            kwargs["help"] += " (default: %(default)s)"
-        parser.add_argument(flag, dest=f.name, **kwargs)
+    flags.add_flags(parser, TrainConfig)
     return parser
 
 
@@ -318,9 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="tiny", help="preset: tiny (default), b32 (ViT-B/32), or a JSON file "
                         "of these fields; flags given here override it")
     parser.set_defaults(**preset(known.config))
-    args = vars(parser.parse_args(rest + ["--config", known.config]))
-    args.pop("config")
-    train(TrainConfig(**args))
+    args = parser.parse_args(rest + ["--config", known.config])
+    train(flags.parsed(parser, TrainConfig, args))
     return 0
 
 

@@ -14,6 +14,8 @@ import json
 import os
 
 from openwit.pipeline import __version__
+from openwit.pipeline.output import layout
+from openwit.pipeline.output.manifest import read_manifest
 
 SAMPLE_FIELDS = [  # (parquet column, Croissant data type, description)
     ("key", "Text", "WebDataset key of the sample (the candidate's uid)"),
@@ -79,16 +81,18 @@ def provenance(manifest: dict) -> dict:
 def build_metadata(out_dir: str, license_text=None):
     import mlcroissant as mlc
 
-    with open(os.path.join(out_dir, "manifest.json")) as f:
-        manifest = json.load(f)
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        raise FileNotFoundError(f"no manifest in {out_dir}: run openwit curate first")
     kept = manifest.get("funnel", {}).get("kept", 0)
+    shards = layout.shards_dir("")  # the file sets name paths relative to OUT
     distribution = [
         mlc.FileSet(id="shards-tar", name="shards-tar", encoding_formats=["application/x-tar"],
-                    includes=["shards/*.tar"], description="WebDataset shards: KEY.jpg, KEY.txt, KEY.json"),
+                    includes=[layout.tar_pattern(shards)], description="WebDataset shards: KEY.jpg, KEY.txt, KEY.json"),
         mlc.FileSet(id="shards-index", name="shards-index", encoding_formats=["application/x-parquet"],
-                    includes=["shards/*.parquet"], description="one row per sample of each shard"),
+                    includes=[layout.index_pattern(shards)], description="one row per sample of each shard"),
         mlc.FileSet(id="ledger-parts", name="ledger-parts", encoding_formats=["application/x-parquet"],
-                    includes=["ledger/*.parquet"], description="one terminal row per candidate per revision"),
+                    includes=[layout.ledger_pattern("")], description="one terminal row per candidate per revision"),
     ]
     return mlc.Metadata(
         name=os.path.basename(os.path.abspath(out_dir)) or "openwit-dataset",

@@ -7,11 +7,11 @@ import base64
 import html
 import math
 import os
-import tarfile
 
-
-from openwit.pipeline.output import ledger
+from openwit.pipeline.output import layout, ledger, shards
+from openwit.pipeline.output.manifest import read_manifest
 from openwit.pipeline.audit.summary import balancing_effect, language_counts
+from openwit.pipeline.stages.image import OUTPUT_FORMATS
 
 WIDTH = 760
 COLUMNS = ["uid", "revision", "status", "stage", "reason", "language", "original_width", "original_height",
@@ -100,14 +100,12 @@ def size_bins(rows: list[dict]) -> list[tuple[str, int]]:
 def sample_cards(out_dir: str, kept: dict, limit: int = 24) -> str:
     """The first samples of the shards, embedded, with captions and source links."""
     cards = []
-    for name in sorted(os.listdir(os.path.join(out_dir, "shards"))):
-        if not name.endswith(".tar") or len(cards) >= limit:
-            continue
-        with tarfile.open(os.path.join(out_dir, "shards", name)) as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                if ext in ("jpg", "png", "webp") and key in kept and len(cards) < limit:
-                    cards.append(card(key, ext, tar.extractfile(member).read(), kept[key]))
+    for path in shards.tar_paths(layout.shards_dir(out_dir)):
+        if len(cards) >= limit:
+            break
+        for key, ext, _, data in shards.tar_members(path):
+            if ext in OUTPUT_FORMATS and key in kept and len(cards) < limit:
+                cards.append(card(key, ext, data.read(), kept[key]))
     return f'<div id="samples" class="grid">{"".join(cards)}</div>'
 
 
@@ -132,7 +130,7 @@ def build_report(out_dir: str) -> str:
     rows = state.to_pylist()
     kept = {r["key"]: r for r in rows if r["status"] == "kept"}
     steps = ledger.funnel(state)
-    manifest = ledger.read_json(os.path.join(out_dir, "manifest.json"))
+    manifest = read_manifest(out_dir)
     sections = [
         f"<h1>openwit report</h1><p>{esc(out_dir)} &middot; openwit {esc(manifest.get('openwit_version'))} &middot; "
         f"seed {esc(manifest.get('seed'))} &middot; vocabulary sha256 {esc(manifest['vocab']['sha256'][:16])}…</p>",

@@ -1,10 +1,8 @@
 """`openwit audit`: answers about an output directory, read from its ledger only."""
 from __future__ import annotations
 
-import os
-
-from openwit.pipeline.output import files
-from openwit.pipeline.output import ledger
+from openwit.pipeline.output import files, layout, ledger
+from openwit.pipeline.output.manifest import read_manifest
 
 SUMMARY_COLUMNS = ["uid", "revision", "status", "stage", "reason", "language"]
 
@@ -40,10 +38,10 @@ def language_lines(state, top: int) -> list[str]:
 def balancing_effect(out_dir: str) -> tuple[dict, list]:
     """(t, how it was chosen, the tail share and how the head was flattened; the per-entry
     rows of stats/entries.parquet), or ({}, []) when the run wrote no balancing stats."""
-    balance = ledger.read_json(os.path.join(out_dir, "stats", "balance.json"))
+    balance = files.read_json(layout.balance_path(out_dir))
     if balance is None:
         return {}, []
-    entries = files.read_parquet(os.path.join(out_dir, "stats", "entries.parquet")).to_pylist()
+    entries = files.read_parquet(layout.entry_stats_path(out_dir)).to_pylist()
     t = balance["threshold"]
     balance["entries_at_cap_final"] = sum(1 for e in entries if e["kept_final"] >= t)
     balance["largest_entry_pool"] = max((e["matches_in_pool"] for e in entries), default=0)
@@ -63,12 +61,10 @@ def balancing_lines(out_dir: str) -> list[str]:
 
 # --- trace: everything known about one candidate ----------------------------------------
 
-UID_LENGTH = 20
-
 
 def find_uids(table, query: str) -> list[str]:
     """uids a query names: a uid, an image URL (as written or normalised), or SHARD/KEY."""
-    from openwit.pipeline.stages.dedup import normalize_url
+    from openwit.pipeline.common.urls import normalize_url
 
     uids = table.column("uid").to_pylist()
     if query in uids:
@@ -77,7 +73,7 @@ def find_uids(table, query: str) -> list[str]:
     if "://" in query:
         wanted = normalize_url(query)
         return sorted({r["uid"] for r in rows if r["url"] == query or normalize_url(r["url"] or "") == wanted})
-    shard, _, key = query.replace(".tar", "").rpartition("/")
+    shard, _, key = query.replace(layout.TAR, "").rpartition("/")
     return sorted({r["uid"] for r in rows if r["shard"] == shard and r["key"] == key})
 
 
@@ -116,11 +112,9 @@ def trace_text(out_dir: str, query: str) -> str:
 
 def load_run_vocab(out_dir: str) -> list:
     """The run's vocabulary, to name entry ids; empty if the file is gone."""
-    import os
-
     from openwit.pipeline.stages.match import read_vocab
 
     try:
-        return read_vocab(ledger.read_json(os.path.join(out_dir, "manifest.json"))["vocab"]["path"])
+        return read_vocab(read_manifest(out_dir)["vocab"]["path"])
     except (OSError, KeyError, TypeError, ValueError):
         return []

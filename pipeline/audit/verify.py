@@ -3,7 +3,6 @@ manifest. Each check is a small function returning violations (plain strings); n
 fixed, only reported, and any violation makes the command exit non-zero."""
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -13,23 +12,21 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from openwit.pipeline.output import ledger
+from openwit.pipeline.output import layout, ledger, shards
+from openwit.pipeline.output.manifest import read_manifest
 from openwit.pipeline.stages import match
+from openwit.pipeline.stages.image import OUTPUT_FORMATS
 from openwit.schemas.reasons import REASONS
 
-IMAGE_EXTENSIONS = ("jpg", "png", "webp")
 
 
 def read_shard(path: str) -> tuple[dict, list[str]]:
     """key -> {extension: bytes} of one tar, and the problems met reading it."""
     samples, problems = defaultdict(dict), []
     try:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, extension = member.name.partition(".")
-                samples[key][extension] = tar.extractfile(member).read()
+        for key, extension, _, data in shards.tar_members(path):
+            if data is not None:  # a file
+                samples[key][extension] = data.read()
     except (tarfile.TarError, OSError, EOFError) as err:
         problems.append(f"{os.path.basename(path)}: unreadable tar ({type(err).__name__}: {err})")
     return dict(samples), problems
@@ -41,7 +38,7 @@ def check_sample(shard: str, key: str, files: dict, row) -> Iterator[str]:
     if row is None:
         yield f"{where}: sample in the shard without a kept ledger row"
         return
-    images = [ext for ext in IMAGE_EXTENSIONS if ext in files]
+    images = [ext for ext in OUTPUT_FORMATS if ext in files]
     if len(images) != 1:
         yield f"{where}: expected one image member, found {images or 'none'}"
     elif hashlib.sha256(files[images[0]]).hexdigest() != row["stored_sha256"]:
@@ -59,24 +56,23 @@ def check_sample(shard: str, key: str, files: dict, row) -> Iterator[str]:
 def check_shards(out_dir: str, kept: dict) -> Iterator[str]:
     """Every sample of every shard against the kept rows, sizes.json and the Parquet index.
     `kept`: (shard, key) -> ledger row of every currently kept candidate."""
-    shards_dir = os.path.join(out_dir, "shards")
+    shards_dir = layout.shards_dir(out_dir)
     seen, sizes_found = set(), {}
-    for path in sorted(glob.glob(os.path.join(shards_dir, "*.tar"))):
-        shard = os.path.basename(path)[: -len(".tar")]
+    for path in shards.tar_paths(shards_dir):
+        shard = layout.shard_of_tar(path)
         samples, problems = read_shard(path)
         yield from problems
         sizes_found[os.path.basename(path)] = len(samples)
         for key, files in sorted(samples.items()):
             seen.add((shard, key))
             yield from check_sample(shard, key, files, kept.get((shard, key)))
-        yield from check_index(path, set(samples))
+        yield from check_index(layout.shard_index(shards_dir, shard), set(samples))
     for shard, key in sorted(set(kept) - seen):
         yield f"{shard}/{key}: kept in the ledger but missing from the shards"
     yield from check_sizes(shards_dir, sizes_found)
 
 
-def check_index(tar_path: str, keys: set) -> Iterator[str]:
-    index_path = tar_path[: -len(".tar")] + ".parquet"
+def check_index(index_path: str, keys: set) -> Iterator[str]:
     if not os.path.exists(index_path):
         yield f"{os.path.basename(index_path)}: missing Parquet index"
         return
@@ -86,13 +82,13 @@ def check_index(tar_path: str, keys: set) -> Iterator[str]:
 
 
 def check_sizes(shards_dir: str, sizes_found: dict) -> Iterator[str]:
-    recorded = ledger.read_json(os.path.join(shards_dir, "sizes.json"))
+    recorded = shards.read_sizes(shards_dir)
     if recorded is None:
-        yield "sizes.json: missing"
+        yield f"{layout.SIZES}: missing"
         return
     for name in sorted(set(recorded) | set(sizes_found)):
         if recorded.get(name) != sizes_found.get(name):
-            yield f"sizes.json: {name} says {recorded.get(name)}, the shard holds {sizes_found.get(name)}"
+            yield f"{layout.SIZES}: {name} says {recorded.get(name)}, the shard holds {sizes_found.get(name)}"
 
 
 def check_ledger(table, state) -> Iterator[str]:
@@ -124,13 +120,13 @@ def check_row(row: dict, uids: set) -> Iterator[str]:
 
 
 def check_manifest(out_dir: str, state) -> Iterator[str]:
-    manifest = ledger.read_json(os.path.join(out_dir, "manifest.json"))
+    manifest = read_manifest(out_dir)
     if manifest is None:
-        yield "manifest.json: missing"
+        yield f"{layout.MANIFEST}: missing"
         return
     funnel = dict(ledger.funnel(state))
     if manifest.get("funnel") != funnel:
-        yield f"manifest.json: funnel {manifest.get('funnel')} differs from the ledger's {funnel}"
+        yield f"{layout.MANIFEST}: funnel {manifest.get('funnel')} differs from the ledger's {funnel}"
     vocab = manifest.get("vocab", {})
     if not vocab.get("path") or not os.path.exists(vocab["path"]):
         yield f"vocabulary: {vocab.get('path')} not found, its sha256 cannot be checked"

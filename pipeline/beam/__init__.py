@@ -1,1 +1,1 @@
-"""The Beam graph around the stage cores: the stage wrapper, balancing and the graph."""
+"""The Beam graph around the stage cores: the stage wrapper, DownloadFn, balancing and the graph."""

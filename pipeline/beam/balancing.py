@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
 
 import apache_beam as beam
 import numpy as np
@@ -20,9 +19,9 @@ from apache_beam import pvalue
 
 from openwit.pipeline.beam.stage import apply_stage
 from openwit.pipeline.stages import balance
+from openwit.pipeline.output import layout
 from openwit.pipeline.output.files import write_atomically
 
-STATS_DIR = "stats"
 ENTRY_STATS_SCHEMA = pa.schema([
     pa.field("entry_id", pa.int32()),
     pa.field("entry", pa.string()),
@@ -114,8 +113,8 @@ def write_entry_stats(out_dir: str, entries: list, pool, pre, final, threshold: 
     }, schema=ENTRY_STATS_SCHEMA)
     out = io.BytesIO()
     pq.write_table(table, out)
-    write_atomically(os.path.join(out_dir, STATS_DIR, "entries.parquet"), out.getvalue())
+    write_atomically(layout.entry_stats_path(out_dir), out.getvalue())
     summary = balance_summary(np.asarray(pool), threshold, slack, tail_fraction)
     summary["entries_kept_final"] = int((np.asarray(final) > 0).sum())
-    write_atomically(os.path.join(out_dir, STATS_DIR, "balance.json"), json.dumps(summary, indent=1).encode())
+    write_atomically(layout.balance_path(out_dir), json.dumps(summary, indent=1).encode())
     return summary

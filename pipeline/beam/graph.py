@@ -1,33 +1,30 @@
 """Builds and runs the curation pipeline: the Beam graph around the stages' plain functions.
 
-read -> text -> match -> balance (pre, t x slack) -> download + image -> dedup ->
-balance (final, t) -> write. Every stage goes through `beam_stage.apply_stage` (kept and
-dropped outputs). The ledger is the union of every stage's dropped output plus the writer's
-kept output, so every candidate gets exactly one terminal record by construction.
+Read | SamplePool (text, match, URL dedup, balance at t x slack) | DownloadAndDedup (download
++ image, score, decontamination, exact and near dedup) | BalanceFinal (t) | WriteShards, then
+WriteStats and WriteLedger; each part is a named composite (`Part`). Record-at-a-time stages
+go through `stage.apply_stage` (kept and dropped outputs); download streams through
+`DownloadFn`, dedup groups through `dedup_groups`, and the writer through `WriteShardFn`, all
+routing drops the same way (`stage.route`). The ledger is the union of every part's dropped
+output plus the writer's kept output, so every candidate gets exactly one terminal record by
+construction.
 """
 from __future__ import annotations
 
 import functools
-import os
-import queue
-import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from openwit.pipeline.beam import balancing
-from openwit.pipeline.output import ledger
-from openwit.pipeline.beam.stage import apply_stage, count, guarded, load_once, route
+from openwit.pipeline.output import layout, ledger, shards
+from openwit.pipeline.beam.download_fn import DownloadFn
+from openwit.pipeline.beam.stage import apply_stage, count, load_once, route
+from openwit.pipeline.common.urls import normalize_url
 from openwit.pipeline.config import CurateConfig
 from openwit.pipeline.stages import dedup, match, read, text, write
-from openwit.pipeline.stages import download as fetch
-from openwit.pipeline.download.client import Downloader
-from openwit.schemas.record import DROPPED, drop_internal_error
+from openwit.schemas.record import DROPPED
 
 # Builders: module-level so they pickle; each returns the per-record function.
 def build_text(cfg: text.TextConfig):
@@ -48,114 +45,6 @@ def build_match(vocab_path: str):
     return lambda r: match.match_record(r, matcher)
 
 
-class DownloadFn(beam.DoFn):
-    """Streams records through downloads: each record is submitted when it arrives and its
-    result is emitted when ready, so a URL that hangs until its deadline holds one download
-    slot, not a batch. Downloads run on the Downloader's event loop; decode and resize run
-    in a small thread pool sized to the cores (Pillow releases the GIL while it works)."""
-
-    def __init__(self, cfg: CurateConfig, staging_dir: str):
-        self.cfg = cfg
-        self.staging_dir = staging_dir
-
-    def setup(self):
-        # The event loop thread must get the GIL back promptly while image threads run:
-        # at Python's default 5 ms switch interval it starves (measured: 330 vs 445 images/s).
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
-        self.downloader = Downloader(self.cfg.download)
-        self.cpu = ThreadPoolExecutor(2 * (os.cpu_count() or 1), thread_name_prefix="openwit-image")
-        # Receipt lookups are I/O (a round trip on remote staging): their own pool, so they
-        # never queue behind image work and delay downloads.
-        self.receipts = ThreadPoolExecutor(8, thread_name_prefix="openwit-receipt")
-        self.stage = functools.partial(fetch.stage_image, self.staging_dir)
-        self.finish_one = guarded(self.finish, "download")
-
-    def receipt_key(self, record) -> str:
-        return fetch.receipt_key(record.url, self.cfg.image, self.cfg.download)
-
-    def reuse_staged(self, record):
-        return fetch.reuse_receipt(self.staging_dir, self.receipt_key(record), record)
-
-    def finish(self, record, download):
-        done = fetch.record_from_download(record, download.result(), self.cfg.image, self.stage)
-        if fetch.lasting(done):
-            fetch.save_receipt(self.staging_dir, self.receipt_key(record), done)
-        return done
-
-    def start_bundle(self):
-        self.in_flight = 0
-        self.finished = queue.SimpleQueue()  # done records arrive here, in completion order
-
-    def submit(self, record) -> None:
-        finished = self.finished  # this bundle's queue, even if the callbacks fire late
-
-        def back(result):
-            finished.put(result)
-
-        def processed(task):
-            try:
-                back(task.result())  # finish_one is guarded; this catches what is left
-            except BaseException as err:  # noqa: BLE001 - the record must come back, whatever happened
-                back(drop_internal_error(record, "download", err))
-
-        def downloaded(download):
-            try:
-                self.cpu.submit(self.finish_one, record, download).add_done_callback(processed)
-            except BaseException as err:  # noqa: BLE001 - e.g. the pool is shutting down
-                back(drop_internal_error(record, "download", err))
-
-        def reused_or_download(task):
-            try:
-                reused = task.result()
-            except Exception:  # noqa: BLE001 - an unreadable receipt only costs a download
-                reused = None
-            try:
-                if reused is not None:  # an earlier (crashed) run's download, staged and receipted
-                    back(reused)
-                else:
-                    self.downloader.submit(record.url).add_done_callback(downloaded)
-            except BaseException as err:  # noqa: BLE001 - e.g. the loop is shutting down
-                back(drop_internal_error(record, "download", err))
-
-        self.receipts.submit(self.reuse_staged, record).add_done_callback(reused_or_download)
-        self.in_flight += 1
-
-    def take(self, block: bool):
-        while True:
-            try:
-                record = self.finished.get(block=block, timeout=60 if block else None)
-                break
-            except queue.Empty:
-                if not self.downloader.alive():  # nothing in flight can finish any more
-                    raise RuntimeError("openwit's download event loop stopped; the bundle fails so it is retried")
-        self.in_flight -= 1
-        return route(record)
-
-    def process(self, record):
-        self.submit(record)
-        if self.in_flight >= 8 * self.cfg.download.concurrency:  # keeps the pipes full, bounds memory
-            yield self.take(block=True)
-        while not self.finished.empty():
-            yield self.take(block=False)
-
-    def finish_bundle(self):
-        while self.in_flight:
-            out = self.take(block=True)
-            if isinstance(out, pvalue.TaggedOutput):
-                yield pvalue.TaggedOutput(out.tag, _in_global_window(out.value))
-            else:
-                yield _in_global_window(out)
-
-    def teardown(self):
-        self.cpu.shutdown(wait=False)
-        self.receipts.shutdown(wait=False)
-        self.downloader.close()
-
-
-def _in_global_window(value):
-    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
-
-
 class WriteShardFn(beam.DoFn):
     def __init__(self, shards_dir: str):
         self.shards_dir = shards_dir
@@ -164,12 +53,8 @@ class WriteShardFn(beam.DoFn):
         shard, records = shard_and_records
         kept = write.write_shard(shard, [r for r in records if r is not None], self.shards_dir)
         count("kept", len(kept))
-        yield pvalue.TaggedOutput("sizes", (write.shard_name(shard), len(kept)))
+        yield pvalue.TaggedOutput("sizes", (layout.shard_name(shard), len(kept)))
         yield from kept
-
-
-def output_paths(out_dir: str) -> dict:
-    return {name: os.path.join(out_dir, name) for name in ("shards", "ledger", "staging")}
 
 
 def read_stage(p: beam.Pipeline, cfg: CurateConfig):
@@ -212,7 +97,7 @@ def dedup_groups(keyed, label: str, group_fn):
 
 def url_dedup(matched):
     """One download per normalised URL, before balancing counts the pool."""
-    keyed = matched | "ByUrl" >> beam.Map(lambda r: (dedup.normalize_url(r.url), r))
+    keyed = matched | "ByUrl" >> beam.Map(lambda r: (normalize_url(r.url), r))
     return dedup_groups(keyed, "UrlDedup", dedup.url_dedup_group)
 
 
@@ -259,15 +144,15 @@ def near_dedup(records, k: int, mode: str = "image"):
     return dedup_groups(clustered, "NearDedup", dedup.near_dup_group)
 
 
-def fetch_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
+def download_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
     """-> (unique survivors, [dropped]): download, image rules, the model score, decontamination,
     exact and near-duplicate dedup."""
-    fetched = (
+    downloaded = (
         sampled
         | "SpreadDownloads" >> beam.Reshuffle()
         | "Download" >> beam.ParDo(DownloadFn(cfg, staging_dir)).with_outputs(DROPPED, main="kept")
     )
-    survivors, drops = fetched.kept, [fetched[DROPPED]]
+    survivors, drops = downloaded.kept, [downloaded[DROPPED]]
     if cfg.score_model:  # before dedup: a duplicate group's survivor must be a pair that passed
         survivors, dropped = apply_stage(
             survivors, "score", functools.partial(build_score, cfg.score_model, cfg.min_score))
@@ -286,27 +171,58 @@ def fetch_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
     return survivors, drops
 
 
-def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None:
-    paths = output_paths(cfg.output)
-    if cfg.staging_dir:  # --retry-failed and --extend rebuild elsewhere and reuse OUT's staging
-        paths["staging"] = cfg.staging_dir
-    candidates, read_dropped = read_stage(p, cfg)
+class Part(beam.PTransform):
+    """A named composite around a function that builds one part of the graph, so the
+    runner's UI shows the same parts as `build_pipeline` (Read, SamplePool, ...)."""
+
+    def __init__(self, build, *args):
+        super().__init__()
+        self._build, self._args = build, args
+
+    def expand(self, pvalueish):
+        return self._build(pvalueish, *self._args)
+
+
+def flatten(drops: list, label: str):
+    return drops | label >> beam.Flatten()
+
+
+def pool_part(candidates, cfg: CurateConfig, vocab_size: int) -> dict:
     pool = sample_pool(candidates, cfg, vocab_size)
-    survivors, fetch_drops = fetch_and_dedup(pool["sampled"], cfg, paths["staging"])
-    survivor_counts = balancing.count_entries(survivors, "Survivor", vocab_size)
-    final, final_dropped = balancing.balance_phase(
-        survivors, "final", survivor_counts, pool["threshold"], cfg.pre_download_slack, cfg.seed
-    )
-    written = write_shards(final, cfg, paths["shards"])
-    write_stats(p, cfg, vocab_size, pool, written.kept)
-    terminal = [read_dropped, *pool["drops"], *fetch_drops, final_dropped, written.kept] | "Terminal" >> beam.Flatten()
-    write_ledger(terminal, cfg, paths["ledger"])
+    return {"sampled": pool["sampled"], "dropped": flatten(pool["drops"], "Dropped"), "pool": pool["pool"],
+            "threshold": pool["threshold"]}
 
 
-def write_stats(p, cfg: CurateConfig, vocab_size: int, pool: dict, kept) -> None:
+def download_part(sampled, cfg: CurateConfig, staging_dir: str):
+    survivors, drops = download_and_dedup(sampled, cfg, staging_dir)
+    return survivors, flatten(drops, "Dropped")
+
+
+def balance_final(survivors, cfg: CurateConfig, vocab_size: int, threshold):
+    """The final balancing phase at t, on the survivors' own counts."""
+    counts = balancing.count_entries(survivors, "Survivor", vocab_size)
+    return balancing.balance_phase(survivors, "final", counts, threshold, cfg.pre_download_slack, cfg.seed)
+
+
+def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None:
+    """Read | SamplePool | DownloadAndDedup | BalanceFinal | WriteShards, then the stats and
+    the ledger: every part's dropped records plus the written ones."""
+    # --retry-failed and --extend rebuild elsewhere and reuse OUT's staging
+    staging_dir = cfg.staging_dir or layout.staging_dir(cfg.output)
+    candidates, read_dropped = p | "Read" >> Part(read_stage, cfg)
+    pool = candidates | "SamplePool" >> Part(pool_part, cfg, vocab_size)
+    survivors, dedup_dropped = pool["sampled"] | "DownloadAndDedup" >> Part(download_part, cfg, staging_dir)
+    final, final_dropped = survivors | "BalanceFinal" >> Part(balance_final, cfg, vocab_size, pool["threshold"])
+    written = final | "WriteShards" >> Part(write_shards, cfg, layout.shards_dir(cfg.output))
+    p | "WriteStats" >> Part(write_stats, cfg, vocab_size, pool, written.kept)
+    terminal = [read_dropped, pool["dropped"], dedup_dropped, final_dropped, written.kept] | "Terminal" >> beam.Flatten()
+    terminal | "WriteLedger" >> Part(write_ledger, cfg, layout.ledger_dir(cfg.output))
+
+
+def write_stats(p, cfg: CurateConfig, vocab_size: int, pool: dict, kept):
     pre = balancing.count_entries(pool["sampled"], "PreKept", vocab_size)
     final = balancing.count_entries(kept, "FinalKept", vocab_size)
-    _ = (
+    return (
         p
         | "StatsTrigger" >> beam.Create([None])
         | "WriteEntryStats" >> beam.Map(
@@ -339,13 +255,13 @@ def write_shards(survivors, cfg: CurateConfig, shards_dir: str):
     _ = (
         written.sizes
         | "AllSizes" >> beam.combiners.ToList()
-        | "WriteSizes" >> beam.Map(write.write_sizes, shards_dir)
+        | "WriteSizes" >> beam.Map(shards.write_sizes, shards_dir)
     )
     return written
 
 
-def write_ledger(terminal, cfg: CurateConfig, ledger_dir: str) -> None:
-    _ = (
+def write_ledger(terminal, cfg: CurateConfig, ledger_dir: str):
+    return (
         terminal
         | "ByLedgerPart" >> beam.Map(lambda r: (ledger.ledger_part(r.uid, cfg.ledger_parts), r))
         | "GroupLedgerPart" >> beam.GroupByKey()

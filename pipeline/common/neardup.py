@@ -178,7 +178,3 @@ def near_duplicate_clusters(hashes, k: int, max_bucket: int = 4096) -> np.ndarra
     values, inverse = np.unique(np.asarray(hashes, dtype=np.uint64), return_inverse=True)
     labels = components(len(values), near_duplicate_pairs(values, k, max_bucket))
     return labels[inverse]
-
-
-def hash_to_int(phash_hex: str) -> int:
-    return int(phash_hex, 16)

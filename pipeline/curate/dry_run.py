@@ -7,7 +7,8 @@ import itertools
 from collections import Counter
 
 from openwit.pipeline.config import CurateConfig
-from openwit.pipeline.stages import dedup, match, read
+from openwit.pipeline.common.urls import normalize_url
+from openwit.pipeline.stages import match, read
 
 
 def sample_candidates(cfg: CurateConfig, per_input: int) -> list:
@@ -29,7 +30,7 @@ def sample_funnel(cfg: CurateConfig, records: list) -> Counter:
         if record.status == "active":
             record = matcher(record)
         if record.status == "active":
-            url = dedup.normalize_url(record.url)
+            url = normalize_url(record.url)
             outcomes["duplicate_url" if url in urls else "to download"] += 1
             urls.add(url)
             continue

@@ -22,20 +22,18 @@ they were given: run from the same directory, or give absolute paths.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 
-from openwit.pipeline.output import files
-from openwit.pipeline.output import ledger
-from openwit.pipeline.audit import takedown
+from openwit.pipeline.common.clock import utc_now
+from openwit.pipeline.output import files, layout, ledger, shards
+from openwit.pipeline.output.manifest import read_manifest, update_manifest
 from openwit.pipeline.curate.run import curate, describe_inputs
-from openwit.pipeline.config import CurateConfig, parse_curate_args, with_default_runner
+from openwit.pipeline.config import CurateConfig, with_default_runner
 from openwit.schemas.reasons import REASONS
 
 # The drop reasons a later attempt can change (REASONS marks them): --retry-failed re-asks
 # exactly these; the others are lasting and never retried.
 TRANSIENT_REASONS = sorted(name for name, r in REASONS.items() if r.transient)
-REBUILD = os.path.join(".openwit", "rebuild")
 _NOT_COMPARED = ("revision", "recorded_at")
 
 
@@ -46,14 +44,18 @@ class CannotUpdate(ValueError):
 def original_config(out_dir: str) -> tuple[CurateConfig, list[str], dict]:
     if files.is_remote(out_dir):  # the merge rewrites tars in place with local file calls
         raise CannotUpdate("--retry-failed and --extend need a local OUT (copy it, or mount the bucket)")
-    manifest = ledger.read_json(os.path.join(out_dir, "manifest.json"))
+    manifest = read_manifest(out_dir)
     if manifest is None:
         raise CannotUpdate(f"{out_dir} has no manifest.json: finish (rerun) the original command first")
-    cfg, _ = parse_curate_args(_args(manifest["argv"]) + list(manifest["beam_args"]))
+    # The config the first run recorded, not its argv parsed again: the recorded vocabulary
+    # path and blocklist terms stay what they were, whatever this installation's defaults.
+    cfg = CurateConfig.from_dict(manifest["config"])
+    cfg.check_files()
     return cfg, list(manifest["beam_args"]), manifest
 
 
 def _args(argv: list[str]) -> list[str]:
+    """The curate flags of a recorded argv, without a leading 'curate'."""
     return argv[1:] if argv and argv[0] == "curate" else list(argv)
 
 
@@ -70,16 +72,16 @@ def rebuild(out_dir: str, action: str, new_inputs=(), beam_args=None) -> dict:
     cfg, original_beam_args, manifest = original_config(out_dir)
     check_inputs_unchanged(cfg, manifest)
     new_inputs = [p for p in new_inputs if p not in cfg.inputs]  # a rerun after a crash adds nothing twice
-    temp = os.path.join(out_dir, REBUILD)
+    temp = layout.rebuild_dir(out_dir)
     files.remove(temp)
     cfg = dataclasses.replace(cfg, inputs=cfg.inputs + tuple(new_inputs), output=temp, overwrite=True,
                               shard_count=manifest.get("shard_count") or len(manifest.get("shards") or {}),
-                              staging_dir=os.path.join(out_dir, "staging"))
+                              staging_dir=layout.staging_dir(out_dir))
     argv = ["curate", *_argv_with(manifest["argv"], new_inputs)]
     rebuilt = curate(cfg, with_default_runner(original_beam_args + list(beam_args or [])), argv)
     entry = merge(out_dir, temp, action)
     entry["inputs_added"] = list(new_inputs)
-    takedown.update_manifest(out_dir, entry, log="updates", changes=manifest_changes(manifest, rebuilt, argv))
+    update_manifest(out_dir, entry, log="updates", changes=manifest_changes(manifest, rebuilt, argv))
     files.remove(temp)
     return entry
 
@@ -100,13 +102,13 @@ def merge(out_dir: str, temp: str, action: str) -> dict:
         raise CannotUpdate(f"{len(missing)} candidates of OUT are not in the rebuild (e.g. {sorted(missing)[0]})")
     taken_down = {uid for uid, row in old.items() if row["reason"] == "takedown"}
     _remove_samples(temp, [row for row in new if row["uid"] in taken_down and row["status"] == "kept"])
-    rewritten = _replace_changed_files(os.path.join(temp, "shards"), os.path.join(out_dir, "shards"))
-    _replace_changed_files(os.path.join(temp, "stats"), os.path.join(out_dir, "stats"))
+    rewritten = _replace_changed_files(layout.shards_dir(temp), layout.shards_dir(out_dir))
+    _replace_changed_files(layout.stats_dir(temp), layout.stats_dir(out_dir))
     changed = [row for row in new if row["uid"] not in taken_down and _differs(old.get(row["uid"]), row)]
-    revision = max(old_table.column("revision").to_pylist()) + 1
-    at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    revision = ledger.next_revision(old_table)
+    at = utc_now()
     if changed:
-        takedown.append_rows(out_dir, [takedown.to_record(row) for row in changed], revision, at)
+        ledger.append_rows(out_dir, [ledger.to_record(row) for row in changed], revision, at)
     return {"action": action, "at": at, "revision": revision if changed else None, "rows_appended": len(changed),
             "new_candidates": sum(1 for row in new if row["uid"] not in old), "shards_rewritten": rewritten}
 
@@ -122,10 +124,10 @@ def _remove_samples(temp: str, rows: list) -> None:
     by_shard = {}
     for row in rows:
         by_shard.setdefault(row["shard"], set()).add(row["key"])
-    shards_dir = os.path.join(temp, "shards")
-    sizes = {shard: takedown.rewrite_shard(shards_dir, shard, keys) for shard, keys in sorted(by_shard.items())}
+    shards_dir = layout.shards_dir(temp)
+    sizes = {shard: shards.rewrite_shard(shards_dir, shard, keys) for shard, keys in sorted(by_shard.items())}
     if sizes:
-        takedown.update_sizes(shards_dir, sizes)
+        shards.update_sizes(shards_dir, sizes)
 
 
 def _replace_changed_files(source_dir: str, target_dir: str) -> list[str]:

@@ -8,7 +8,6 @@ A different command into a non-empty output is refused unless --overwrite.
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -17,16 +16,15 @@ import sys
 from apache_beam.io.filesystems import FileSystems
 
 from openwit.pipeline import __version__
-from openwit.pipeline.output import files
-from openwit.pipeline.output import ledger
+from openwit.pipeline.common.clock import utc_now
+from openwit.pipeline.output import files, layout, ledger, shards
+from openwit.pipeline.output.manifest import write_manifest
 from openwit.pipeline.beam.stage import beam_counters
 from openwit.pipeline.config import CurateConfig
-from openwit.pipeline.beam.graph import output_paths, run_pipeline
+from openwit.pipeline.beam.graph import run_pipeline
 from openwit.pipeline.stages import dedup, match, read
 from openwit.query_lists.build import sha256_file
 from openwit.schemas.record import LEDGER_SCHEMA_VERSION
-
-RUN_FILE = os.path.join(".openwit", "run.json")
 
 
 class OutputConflict(Exception):
@@ -82,8 +80,8 @@ def prepare_output(out_dir: str, run_fingerprint: str, overwrite: bool) -> str:
         action = "new"
     elif _previous_fingerprint(out_dir) == run_fingerprint:
         action = "restart"
-        for name in ("shards", "ledger", "stats", "manifest.json"):
-            files.remove(os.path.join(out_dir, name))
+        for path in layout.restart_paths(out_dir):
+            files.remove(path)
     elif overwrite:
         action = "overwrite"
         for name in entries:
@@ -92,24 +90,20 @@ def prepare_output(out_dir: str, run_fingerprint: str, overwrite: bool) -> str:
         raise OutputConflict(
             f"{out_dir} holds the output of a different command; choose another --output or pass --overwrite"
         )
-    files.write_atomically(os.path.join(out_dir, RUN_FILE), json.dumps({"fingerprint": run_fingerprint}).encode())
+    files.write_atomically(layout.run_file(out_dir), json.dumps({"fingerprint": run_fingerprint}).encode())
     return action
 
 
 def _previous_fingerprint(out_dir: str):
     try:
-        return json.loads(files.read_file(os.path.join(out_dir, RUN_FILE))).get("fingerprint")
+        return json.loads(files.read_file(layout.run_file(out_dir))).get("fingerprint")
     except (OSError, ValueError):
         return None
 
 
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
     """Run one curation and return its manifest (also written to OUT/manifest.json)."""
-    started = now()
+    started = utc_now()
     inputs = describe_inputs(cfg)
     vocab_sha = match.vocab_sha256(cfg.vocab)
     eval_hashes = describe_eval_hashes(cfg)
@@ -117,7 +111,7 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
     action = prepare_output(cfg.output, fingerprint(cfg, inputs, vocab_sha, eval_hashes, score_model), cfg.overwrite)
     counters = beam_counters(run_pipeline(cfg, beam_args))
     outcomes = ledger.outcomes(cfg.output)
-    sizes = ledger.read_json(os.path.join(output_paths(cfg.output)["shards"], "sizes.json")) or {}
+    sizes = shards.read_sizes(layout.shards_dir(cfg.output)) or {}
     manifest = {
         "openwit_version": __version__,
         "argv": argv,
@@ -133,15 +127,14 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
         **outcomes,  # funnel, drop_reasons
         "funnel_from_metrics": dict(funnel_from_counters(counters)),
         "beam_counters": counters,
-        "balancing": ledger.read_json(os.path.join(cfg.output, "stats", "balance.json")) or {},
+        "balancing": files.read_json(layout.balance_path(cfg.output)) or {},
         "shards": sizes,
         "shard_count": len(sizes),
         "started_at": started,
-        "finished_at": now(),
+        "finished_at": utc_now(),
         "python": sys.version.split()[0],
     }
-    files.write_atomically(os.path.join(cfg.output, "manifest.json"),
-                           json.dumps(manifest, indent=1, sort_keys=True).encode())
+    write_manifest(cfg.output, manifest)
     return manifest
 
 

@@ -16,7 +16,11 @@ import pyarrow.parquet as pq
 from openwit.pipeline.demo import web as demo_web
 from openwit.pipeline.audit.summary import summary_text
 from openwit.pipeline.curate.run import curate
-from openwit.pipeline.config import parse_curate_args
+from openwit.pipeline.common.flags import to_argv
+from openwit.pipeline.config import CurateConfig, with_default_runner
+from openwit.pipeline.download.client import DownloadConfig
+from openwit.pipeline.stages.image import ImageConfig
+from openwit.pipeline.output import layout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,19 +44,24 @@ def write_web_inputs(web_dir: str, web: demo_web.DemoWeb, base_url: str) -> tupl
     return candidates, vocab
 
 
-def curate_argv(candidates: str, vocab: str, out: str, args) -> list[str]:
-    argv = [
-        "--input", candidates, "--vocab", vocab, "--output", os.path.join(out, "curated"),
-        "--seed", str(args.seed), "--threshold", str(args.threshold), "--samples-per-shard", "100",
-        "--image-size", "64", "--resize-mode", "center_crop", "--max-image-bytes", str(2 * 1024 * 1024),
-        "--timeout", "5", "--retries", "1", "--ledger-parts", "4", "--allow-loopback",
-        # The synthetic images are 72-160 px: below the DataComp default of 200.
-        "--min-image-size", "64",
+def curate_config(candidates: str, vocab: str, out: str, args) -> CurateConfig:
+    return CurateConfig(
+        inputs=(candidates,), vocab=vocab, output=os.path.join(out, "curated"), seed=args.seed,
+        threshold=args.threshold, samples_per_shard=100, ledger_parts=4, overwrite=args.overwrite,
         # Flat drawings of shapes look alike in a 64-bit pHash (nearest distinct neighbours
         # at 2-8 bits, measured), so the demo merges identical pHashes only.
-        "--near-dup-distance", "0",
-    ]
-    return argv + (["--overwrite"] if args.overwrite else [])
+        near_dup_distance=0,
+        # The synthetic images are 72-160 px: below the DataComp default of 200.
+        image=ImageConfig(image_size=64, resize_mode="center_crop", min_image_size=64),
+        download=DownloadConfig(max_image_bytes=2 * 1024 * 1024, timeout=5.0, retries=1, allow_loopback=True),
+    )
+
+
+# The flags of the command line the manifest records for the demo (its "argv"), in the order
+# earlier versions wrote them; any other setting that differs from its default follows.
+RECORDED_FLAGS = ("inputs", "vocab", "output", "seed", "threshold", "samples_per_shard", "image.image_size",
+                  "image.resize_mode", "download.max_image_bytes", "download.timeout", "download.retries",
+                  "ledger_parts", "download.allow_loopback", "image.min_image_size", "near_dup_distance", "overwrite")
 
 
 def train_and_evaluate(shards: str, heldout: str, checkpoint: str, steps: int, seed: int) -> float:
@@ -82,18 +91,18 @@ def main(argv=None) -> int:
     with demo_web.serve(web.routes) as base_url:
         print(f"synthetic web: {len(web.rows)} candidates served at {base_url}")
         candidates, vocab = write_web_inputs(os.path.join(out, "web"), web, base_url)
-        cfg, beam_args = parse_curate_args(curate_argv(candidates, vocab, out, args))
-        curate(cfg, beam_args, ["curate"] + curate_argv(candidates, vocab, out, args))
+        cfg = curate_config(candidates, vocab, out, args)
+        curate(cfg, with_default_runner([]), ["curate"] + to_argv(cfg, first=RECORDED_FLAGS))
     heldout = demo_web.write_heldout(os.path.join(out, "heldout"), seed=args.seed)
-    shards = os.path.join(cfg.output, "shards")
+    shards = layout.shards_dir(cfg.output)
     checkpoint = os.path.join(out, "checkpoint.pt")
     print("\n" + summary_text(cfg.output))
     accuracy = None
     if args.steps > 0:
         accuracy = train_and_evaluate(shards, heldout, checkpoint, args.steps, args.seed)
     print(f"\nshards      {shards}  (sizes.json, one .parquet index per shard)")
-    print(f"ledger      {os.path.join(cfg.output, 'ledger')}  (one terminal row per candidate)")
-    print(f"manifest    {os.path.join(cfg.output, 'manifest.json')}")
+    print(f"ledger      {layout.ledger_dir(cfg.output)}  (one terminal row per candidate)")
+    print(f"manifest    {layout.manifest_path(cfg.output)}")
     print(f"held-out    {heldout}  ({len(demo_web.SHAPES)} shape classes, not in the shards)")
     if accuracy is not None:
         chance = 1 / len(demo_web.SHAPES)

@@ -1,1 +1,2 @@
-"""The HTTP side of the download stage: client, politeness, name resolution."""
+"""The download stage's machinery: the HTTP client, address safety, politeness, name
+resolution, and the staging of images and receipts."""

@@ -5,16 +5,16 @@
 - Retries on transient failures (timeouts, resets, DNS failures, 408/429/5xx) with exponential
   backoff and deterministic jitter; Retry-After is honoured up to --max-retry-after.
 - Redirects are followed by hand (at most --max-redirects), so every hop is checked.
-- Safety: only http/https; every host is resolved by `SafeResolver`, which refuses private,
-  loopback, link-local, multicast, reserved and other non-global addresses, and aiohttp
-  connects to exactly the address that was checked (no DNS-rebinding window). IP-literal
-  hosts are checked before the request. --allow-loopback lets 127.0.0.0/8 and ::1 through.
+- Safety (pipeline/download/safety.py): only http/https, every hop checked, and every host
+  resolved by `SafeResolver`, which refuses non-global addresses; aiohttp connects to exactly
+  the address that was checked.
 - Opt-out: X-Robots-Tag directives (noai, noimageai, noindex, noimageindex by default) end
   the download before the body is read.
 - The byte cap is enforced while streaming (Content-Length is checked first).
 
 `Downloader` runs one event loop in a background thread with a pooled keep-alive session and
-a per-host connection limit; `Downloader.fetch(url)` is a plain blocking call.
+a per-host connection limit; `Downloader.fetch(url)` is a plain blocking call that returns a
+`DownloadResult`.
 """
 from __future__ import annotations
 
@@ -22,8 +22,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import email.utils
-import hashlib
-import ipaddress
 import socket
 import threading
 import time
@@ -31,12 +29,15 @@ from dataclasses import dataclass
 from typing import Optional
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from openwit.pipeline import __version__
+from openwit.pipeline.common.flags import lower_comma_list, opt
+from openwit.pipeline.common.keyed import keyed_int
+from openwit.pipeline.common.urls import host_of
 from openwit.pipeline.download.politeness import CircuitBreaker, RatePacer
-from openwit.pipeline.download.resolve import CachingLookup, Lookup, nameserver_lookup
+from openwit.pipeline.download.resolve import CachingLookup, Lookup, nameserver_lookup, system_lookup
+from openwit.pipeline.download.safety import BlockedAddress, SafeResolver, check_url
 from openwit.schemas.reasons import REASONS
 
 DISALLOWED_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
@@ -47,26 +48,42 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 
 @dataclass(frozen=True)
 class DownloadConfig:
-    timeout: float = 10.0  # total seconds per attempt: connect + headers + body
-    retries: int = 2
+    # total seconds per attempt: connect + headers + body
+    timeout: float = opt(10.0, "total seconds per attempt: connect, headers, body")
+    retries: int = opt(2, "retries of transient failures, with backoff")
     backoff: float = 0.5  # seconds before the first retry, doubled each time, jittered
-    max_retry_after: float = 30.0  # a longer Retry-After ends the retries (transient drop)
-    max_image_bytes: int = 20 * 1024 * 1024
-    max_redirects: int = 5
-    concurrency: int = 64  # downloads in flight per worker process
-    per_host: int = 8  # connections per host, so one site is not hammered
-    contact: str = "https://github.com/openwit/openwit"
-    disallowed_header_directives: tuple[str, ...] = DISALLOWED_DIRECTIVES
-    allow_loopback: bool = False
-    # name resolution (pipeline/download/resolve.py): a per-worker cache in front of the resolver
-    dns_server: Optional[str] = None  # "HOST:PORT" of a DNS server to ask directly; None: the system's
-    dns_ttl: float = 300.0
-    dns_negative_ttl: float = 60.0
-    dns_concurrency: int = 32
+    # a longer Retry-After ends the retries (transient drop)
+    max_retry_after: float = opt(30.0, "longest Retry-After honoured; longer ends the retries")
+    max_image_bytes: int = opt(20 * 1024 * 1024)
+    max_redirects: int = opt(5)
+    # downloads in flight per worker process
+    concurrency: int = opt(64, "downloads in flight per worker", flag="--download-concurrency")
+    # connections per host, so one site is not hammered
+    per_host: int = opt(8, flag="--per-host-connections")
+    contact: str = opt("https://github.com/openwit/openwit", "URL in the User-Agent for site owners",
+                       flag="--user-agent-contact")
+    disallowed_header_directives: tuple[str, ...] = opt(
+        DISALLOWED_DIRECTIVES, "X-Robots-Tag directives that opt an image out (comma-separated; empty: none)",
+        parse=lower_comma_list)
+    allow_loopback: bool = opt(False, "allow 127.0.0.0/8 and ::1 (local tests and the demo); "
+                               "other private addresses stay refused")
     # politeness per host and worker (pipeline/download/politeness.py)
-    host_rate: float = 0.0  # request starts per second per host; 0: no limit beyond per_host slots
-    breaker_failure_ratio: float = 0.8  # pause a host when this share of its recent attempts failed; 0: never
-    breaker_cooldown: float = 60.0  # seconds a paused host waits before one probe
+    # request starts per second per host; 0: no limit beyond per_host slots
+    host_rate: float = opt(0.0, "request starts per second per host and worker process "
+                           "(0: only --per-host-connections)", flag="--max-host-rate", metavar="R")
+    # pause a host when this share of its recent attempts failed; 0: never
+    breaker_failure_ratio: float = opt(0.8, "pause a host when this share of its last 20 attempts (10 at least) "
+                                       "failed transiently; its URLs end as domain_unavailable (retryable); "
+                                       "0: never pause")
+    breaker_cooldown: float = opt(60.0, "seconds a paused host waits before one probe request")
+    # name resolution (pipeline/download/resolve.py): a per-worker cache in front of the resolver
+    # "HOST:PORT" of a DNS server to ask directly; None: the system's
+    dns_server: Optional[str] = opt(None, "ask this DNS server directly (A records over UDP) instead of the "
+                                    "system resolver", metavar="HOST:PORT")
+    dns_ttl: float = opt(300.0, "seconds a resolved host stays cached per worker", flag="--dns-cache-ttl")
+    dns_negative_ttl: float = opt(60.0, "seconds an NXDOMAIN answer stays cached per worker")
+    dns_concurrency: int = opt(32, "DNS queries in flight per worker (the rest wait; a burst never floods "
+                               "the resolver)")
 
     @property
     def user_agent(self) -> str:
@@ -74,7 +91,8 @@ class DownloadConfig:
 
 
 @dataclass(frozen=True)
-class FetchResult:
+class DownloadResult:
+    """One URL's download: the body, or why there is none."""
     body: Optional[bytes]
     http_status: Optional[int] = None
     reason: Optional[str] = None  # a name from schemas/reasons.py when body is None
@@ -84,107 +102,6 @@ class FetchResult:
     @property
     def transient(self) -> bool:
         return self.reason is not None and REASONS[self.reason].transient
-
-
-class BlockedAddress(OSError):
-    """A host that resolves to an address openwit must not connect to."""
-
-
-# Refused whatever Python's is_global tables say (they changed between 3.11 patch releases).
-_DENIED_NETWORKS = [ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",
-    "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3",
-    "::/128", "100::/64", "2001:db8::/32", "3fff::/20", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
-)]
-
-
-def embedded_ipv4(address) -> list:
-    """IPv4 addresses an IPv6 address carries and may route to (6to4, Teredo, NAT64)."""
-    if address.version != 6:
-        return []
-    found = [address.sixtofour, *(address.teredo or ())]
-    if address in ipaddress.ip_network("64:ff9b::/96"):
-        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    return [a for a in found if a is not None]
-
-
-def address_refusal(ip: str, allow_loopback: bool) -> Optional[str]:
-    """Why openwit refuses to connect to `ip`, or None when it may."""
-    address = ipaddress.ip_address(ip.split("%")[0])  # an IPv6 zone id does not change the address
-    if address.version == 6 and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    for inner in embedded_ipv4(address):
-        why = address_refusal(str(inner), allow_loopback)
-        if why:
-            return f"{why} (embedded in {address})"
-    if address.is_loopback:
-        return None if allow_loopback else "loopback"
-    for network in _DENIED_NETWORKS:
-        if address.version == network.version and address in network:
-            return f"in {network}"
-    for kind in ("private", "link_local", "multicast", "reserved", "unspecified", "site_local"):
-        if getattr(address, f"is_{kind}", False):
-            return kind.replace("_", "-")
-    return None if address.is_global else "not globally routable"
-
-
-async def system_lookup(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
-
-
-class SafeResolver(AbstractResolver):
-    """Resolves, then refuses the host if any of its addresses is not allowed."""
-
-    def __init__(self, allow_loopback: bool, lookup: Lookup = system_lookup):
-        self.allow_loopback = allow_loopback
-        self.lookup = lookup
-
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
-        addresses = await self.lookup(host, port)
-        if not addresses:
-            raise socket.gaierror(f"{host} has no address")
-        for ip in addresses:
-            why = address_refusal(ip, self.allow_loopback)
-            if why:
-                raise BlockedAddress(f"{host} resolves to {ip} ({why})")
-        return [
-            {"hostname": host, "host": ip, "port": port, "proto": 0, "flags": socket.AI_NUMERICHOST,
-             "family": socket.AF_INET6 if ":" in ip else socket.AF_INET}
-            for ip in addresses
-        ]
-
-    async def close(self) -> None:
-        pass
-
-
-def check_url(url: URL, allow_loopback: bool) -> Optional[FetchResult]:
-    """Scheme and IP-literal checks that must happen before any connection."""
-    if url.scheme not in ("http", "https"):
-        # The read stage lets only http(s) in, so another scheme here came from a redirect.
-        return FetchResult(None, reason="unsupported_redirect", detail=f"{url.scheme or 'no'} scheme")
-    if not url.host:
-        return FetchResult(None, reason="invalid_url", detail="no host")
-    host = url.host
-    try:
-        ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        if _numeric_host(host):  # "127.1", "2130706433", "0x7f.1": C libraries read these as IPs
-            return FetchResult(None, reason="blocked_address", detail=f"{host} (non-canonical numeric address)")
-        return None  # a name: SafeResolver checks what it resolves to
-    why = address_refusal(host, allow_loopback)
-    return FetchResult(None, reason="blocked_address", detail=f"{url.host} ({why})") if why else None
-
-
-def _numeric_host(host: str) -> bool:
-    stripped = host.rstrip(".")
-    if all(part.isdigit() or part.lower().startswith("0x") for part in stripped.split(".") if part):
-        return True
-    try:
-        socket.inet_aton(stripped)
-    except OSError:
-        return False
-    return True
 
 
 # Directives with a value after a colon ("max-image-preview: large"); the date of
@@ -209,17 +126,17 @@ def opt_out(values: list[str], disallowed: tuple[str, ...]) -> Optional[str]:
     return None
 
 
-def status_result(status: int) -> Optional[FetchResult]:
+def status_result(status: int) -> Optional[DownloadResult]:
     if status in (404, 410):
-        return FetchResult(None, status, "http_404", f"HTTP {status}")
+        return DownloadResult(None, status, "http_404", f"HTTP {status}")
     if status in (408, 429):
-        return FetchResult(None, status, "http_429", f"HTTP {status}")
+        return DownloadResult(None, status, "http_429", f"HTTP {status}")
     if status >= 500:
-        return FetchResult(None, status, "http_5xx", f"HTTP {status}")
+        return DownloadResult(None, status, "http_5xx", f"HTTP {status}")
     if status >= 400:
-        return FetchResult(None, status, "http_4xx", f"HTTP {status}")
+        return DownloadResult(None, status, "http_4xx", f"HTTP {status}")
     if status != 200 and not 200 <= status < 300:
-        return FetchResult(None, status, "http_4xx", f"unexpected HTTP {status}")
+        return DownloadResult(None, status, "http_4xx", f"unexpected HTTP {status}")
     return None
 
 
@@ -236,24 +153,24 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
     return max(0.0, when.timestamp() - time.time())
 
 
-def error_result(err: BaseException) -> FetchResult:
+def error_result(err: BaseException) -> DownloadResult:
     """Map a client-side failure to its drop reason."""
     cause = getattr(err, "os_error", None)
     if isinstance(cause, BlockedAddress):
-        return FetchResult(None, reason="blocked_address", detail=str(cause))
+        return DownloadResult(None, reason="blocked_address", detail=str(cause))
     if isinstance(err, aiohttp.InvalidURL):
-        return FetchResult(None, reason="invalid_url", detail=str(err)[:200])
+        return DownloadResult(None, reason="invalid_url", detail=str(err)[:200])
     if isinstance(err, (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)):
-        return FetchResult(None, reason="tls_error", detail=type(err).__name__)
+        return DownloadResult(None, reason="tls_error", detail=type(err).__name__)
     if isinstance(cause, socket.gaierror) or isinstance(err, getattr(aiohttp, "ClientConnectorDNSError", ())):
-        return FetchResult(None, reason="dns_failure", detail=str(cause or err)[:200])
+        return DownloadResult(None, reason="dns_failure", detail=str(cause or err)[:200])
     if isinstance(cause, ConnectionRefusedError):
-        return FetchResult(None, reason="connection_refused", detail=str(cause)[:200])
+        return DownloadResult(None, reason="connection_refused", detail=str(cause)[:200])
     if isinstance(err, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)):
-        return FetchResult(None, reason="connection_reset", detail=type(err).__name__)
+        return DownloadResult(None, reason="connection_reset", detail=type(err).__name__)
     if isinstance(err, aiohttp.ClientResponseError):
-        return FetchResult(None, reason="protocol_error", detail=f"{type(err).__name__}: {err.message}"[:200])
-    return FetchResult(None, reason="protocol_error", detail=f"{type(err).__name__}: {err}"[:200])
+        return DownloadResult(None, reason="protocol_error", detail=f"{type(err).__name__}: {err.message}"[:200])
+    return DownloadResult(None, reason="protocol_error", detail=f"{type(err).__name__}: {err}"[:200])
 
 
 async def read_capped(response: aiohttp.ClientResponse, cap: int) -> Optional[bytes]:
@@ -269,42 +186,35 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> Optional[by
     return b"".join(chunks)
 
 
-async def follow(session: aiohttp.ClientSession, url: str, cfg: DownloadConfig) -> FetchResult:
+async def follow(session: aiohttp.ClientSession, url: str, cfg: DownloadConfig) -> DownloadResult:
     """One attempt: follow redirects by hand, checking every hop."""
     try:
         target = URL(url)
     except (ValueError, TypeError) as err:
-        return FetchResult(None, reason="invalid_url", detail=str(err)[:200])
+        return DownloadResult(None, reason="invalid_url", detail=str(err)[:200])
     for _ in range(cfg.max_redirects + 1):
         refused = check_url(target, cfg.allow_loopback)
         if refused:
-            return refused
+            return DownloadResult(None, reason=refused.reason, detail=refused.detail)
         async with session.get(target, allow_redirects=False) as response:
             if response.status in _REDIRECTS:
                 location = response.headers.get("Location")
                 if not location:
-                    return FetchResult(None, response.status, "protocol_error", "redirect without Location")
+                    return DownloadResult(None, response.status, "protocol_error", "redirect without Location")
                 target = response.url.join(URL(location))
                 continue
             failed = status_result(response.status)
             if failed:
-                return FetchResult(None, response.status, failed.reason, failed.detail,
+                return DownloadResult(None, response.status, failed.reason, failed.detail,
                                    parse_retry_after(response.headers.get("Retry-After")))
             directive = opt_out(response.headers.getall("X-Robots-Tag", []), cfg.disallowed_header_directives)
             if directive:
-                return FetchResult(None, response.status, "opted_out", f"X-Robots-Tag: {directive}")
+                return DownloadResult(None, response.status, "opted_out", f"X-Robots-Tag: {directive}")
             body = await read_capped(response, cfg.max_image_bytes)
             if body is None:
-                return FetchResult(None, response.status, "too_large", f"over {cfg.max_image_bytes} bytes")
-            return FetchResult(body, response.status)
-    return FetchResult(None, None, "too_many_redirects", f"more than {cfg.max_redirects}")
-
-
-def host_of(url: str) -> str:
-    try:
-        return URL(url).host or ""
-    except (ValueError, TypeError):
-        return ""
+                return DownloadResult(None, response.status, "too_large", f"over {cfg.max_image_bytes} bytes")
+            return DownloadResult(body, response.status)
+    return DownloadResult(None, None, "too_many_redirects", f"more than {cfg.max_redirects}")
 
 
 class HostLimits:
@@ -333,14 +243,14 @@ class HostLimits:
 
 async def fetch_once(
     session: aiohttp.ClientSession, url: str, cfg: DownloadConfig, limits: Optional[HostLimits] = None
-) -> FetchResult:
+) -> DownloadResult:
     if limits is not None:
         host = host_of(url)
         async with limits.slot(host):
             # checked once the slot is ours: requests queued before the pause are refused too
             paused, probe = limits.breaker.admit(host)
             if paused:
-                return FetchResult(None, reason="domain_unavailable", detail=paused)
+                return DownloadResult(None, reason="domain_unavailable", detail=paused)
             result = None
             try:
                 result = await fetch_once(session, url, cfg)
@@ -351,25 +261,24 @@ async def fetch_once(
         async with asyncio.timeout(cfg.timeout):
             return await follow(session, url, cfg)
     except TimeoutError:
-        return FetchResult(None, reason="timeout", detail=f"no complete answer within {cfg.timeout}s")
+        return DownloadResult(None, reason="timeout", detail=f"no complete answer within {cfg.timeout}s")
     except (aiohttp.ClientError, OSError, ValueError) as err:
         return error_result(err)
 
 
-def retry_delay(result: FetchResult, attempt: int, url: str, cfg: DownloadConfig) -> Optional[float]:
+def retry_delay(result: DownloadResult, attempt: int, url: str, cfg: DownloadConfig) -> Optional[float]:
     """Seconds to wait before the next attempt, or None when waiting is pointless."""
     if result.retry_after is not None:
         return result.retry_after if result.retry_after <= cfg.max_retry_after else None
     # Jitter from the URL and attempt, not a random generator: reruns behave the same.
-    digest = hashlib.blake2b(f"{url}\x00{attempt}".encode("utf-8", "replace"), digest_size=2).digest()
-    jitter = 0.5 + int.from_bytes(digest, "little") / 65535
+    jitter = 0.5 + keyed_int(f"{url}\x00{attempt}".encode("utf-8", "replace"), size=2) / 65535
     return cfg.backoff * (2**attempt) * jitter
 
 
 async def fetch(
     session: aiohttp.ClientSession, url: str, cfg: DownloadConfig, sleep=asyncio.sleep,
     limits: Optional[HostLimits] = None,
-) -> FetchResult:
+) -> DownloadResult:
     """fetch_once with retries on transient failures (no slot is held while waiting)."""
     result = await fetch_once(session, url, cfg, limits)
     for attempt in range(cfg.retries):
@@ -405,7 +314,7 @@ def make_session(cfg: DownloadConfig, lookup: Optional[Lookup] = None) -> aiohtt
 
 
 class Downloader:
-    """A blocking facade over one event loop thread: `fetch(url) -> FetchResult`."""
+    """A blocking facade over one event loop thread: `fetch(url) -> DownloadResult`."""
 
     def __init__(self, cfg: DownloadConfig, lookup: Optional[Lookup] = None):
         self.cfg = cfg
@@ -428,7 +337,7 @@ class Downloader:
     def alive(self) -> bool:
         return self.thread.is_alive() and self.loop.is_running()
 
-    def fetch(self, url: str) -> FetchResult:
+    def fetch(self, url: str) -> DownloadResult:
         return self.submit(url).result()
 
     def close(self) -> None:

@@ -9,8 +9,9 @@ resolution errors" is what img2dataset users see when that floods a resolver. Th
 Other failures (timeouts, SERVFAIL) are not cached: they are transient, recorded as
 `dns_failure`, and a retry asks again.
 
-`nameserver_lookup` asks one DNS server directly (dnspython, UDP), without the system
-resolver; the tests and the bench point it at a server on 127.0.0.1.
+`system_lookup` asks the system resolver (getaddrinfo); `nameserver_lookup` asks one DNS
+server directly (dnspython, UDP), without the system resolver; the tests and the bench point
+it at a server on 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -85,6 +86,11 @@ class CachingLookup:
                 raise
         self.answers[host] = (self.clock() + self.ttl, list(addresses))
         return addresses
+
+
+async def system_lookup(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
 
 
 def nameserver_lookup(server: str, port: int = 53, timeout: float = 2.0) -> Lookup:

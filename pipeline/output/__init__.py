@@ -1,1 +1,2 @@
-"""Everything openwit writes into OUT and reads back: files, ledger."""
+"""Everything openwit writes into OUT and reads back: the layout (every path), files, the
+manifest, the ledger and the shards once written."""

@@ -7,6 +7,7 @@ staging writes one file per image.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import threading
@@ -42,6 +43,13 @@ def write_atomically(path: str, data: bytes) -> None:
 def read_file(path: str) -> bytes:
     with FileSystems.open(path, compression_type="uncompressed") as f:
         return f.read()
+
+
+def read_json(path: str):
+    """A JSON file (manifest, sizes.json, balance.json, ...), or None if it is missing."""
+    if not exists(path):
+        return None
+    return json.loads(read_file(path))
 
 
 def read_parquet(path: str, columns=None) -> pa.Table:

@@ -1,15 +1,14 @@
 """The ledger: one terminal record per candidate, as Parquet parts.
 
 It is an append-only log. Every row carries a `revision`; the row with the highest revision
-per uid is that candidate's current state (later runs append takedown and retry rows).
+per uid is that candidate's current state (later runs append takedown and retry rows,
+through `append_rows` at `next_revision`).
 Rows are partitioned by a keyed hash of the uid into a fixed number of parts and sorted
 inside each part, so the ledger's bytes do not depend on the runner or the worker count.
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 from collections import Counter
 
@@ -17,20 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from openwit.pipeline.output import files
+from openwit.pipeline.common.keyed import bucket
+from openwit.pipeline.output import files, layout
 from openwit.schemas.reasons import STAGES
 from openwit.schemas.record import LEDGER_SCHEMA, Record, ledger_row
 
-LEDGER_DIR = "ledger"
-
 
 def ledger_part(uid: str, n_parts: int) -> int:
-    digest = hashlib.blake2b(uid.encode("utf-8"), digest_size=8, person=b"openwit-ledger").digest()
-    return int.from_bytes(digest, "little") % n_parts
-
-
-def part_path(ledger_dir: str, part: int, revision: int = 0) -> str:
-    return os.path.join(ledger_dir, f"rev{revision:03d}-part{part:05d}.parquet")
+    return bucket(uid, b"openwit-ledger", n_parts)
 
 
 def write_ledger_part(ledger_dir: str, part: int, records: list[Record], revision: int = 0,
@@ -39,20 +32,39 @@ def write_ledger_part(ledger_dir: str, part: int, records: list[Record], revisio
     table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
     out = io.BytesIO()
     pq.write_table(table, out)
-    path = part_path(ledger_dir, part, revision)
+    path = layout.ledger_part(ledger_dir, part, revision)
     files.write_atomically(path, out.getvalue())
     return path
 
 
+# --- later revisions: takedown, --retry-failed and --extend append rows ----------------
+
+
+def next_revision(table: pa.Table) -> int:
+    """The revision the next change to the ledger writes its rows at."""
+    return max(table.column("revision").to_pylist()) + 1
+
+
+def to_record(row: dict) -> Record:
+    """A ledger row as a Record again (to write a superseding row from it)."""
+    fields = {k: v for k, v in row.items() if k not in ("revision", "recorded_at")}
+    return Record(**fields)
+
+
+def append_rows(out_dir: str, records: list, revision: int, recorded_at: str) -> None:
+    """New rows go to new files of the new revision, partitioned like the run's ledger."""
+    ledger_dir = layout.ledger_dir(out_dir)
+    first = layout.revision_prefix(0)
+    parts = len([p for p in os.listdir(ledger_dir) if p.startswith(first)]) or 1
+    by_part = {}
+    for record in records:
+        by_part.setdefault(ledger_part(record.uid, parts), []).append(record)
+    for part, group in sorted(by_part.items()):
+        write_ledger_part(ledger_dir, part, group, revision, recorded_at)
+
+
 # The columns the funnel and the drop reasons need.
 STATE_COLUMNS = ["uid", "revision", "status", "stage", "reason"]
-
-
-def read_json(path: str):
-    """A JSON file of the output directory (manifest, sizes.json, ...), or None if missing."""
-    if not files.exists(path):
-        return None
-    return json.loads(files.read_file(path))
 
 
 def outcomes(out_dir: str) -> dict:
@@ -64,9 +76,9 @@ def outcomes(out_dir: str) -> dict:
 
 def read_ledger(out_dir: str, columns=None) -> pa.Table:
     """Every ledger row ever written (all revisions)."""
-    paths = files.matching(os.path.join(out_dir, LEDGER_DIR, "*.parquet"))
+    paths = files.matching(layout.ledger_pattern(out_dir))
     if not paths:
-        raise FileNotFoundError(f"no ledger under {os.path.join(out_dir, LEDGER_DIR)}")
+        raise FileNotFoundError(f"no ledger under {layout.ledger_dir(out_dir)}")
     # promote: parts written before a column was added (recorded_at) read as nulls there
     return pa.concat_tables((files.read_parquet(p, columns) for p in paths), promote_options="default")
 

@@ -13,10 +13,10 @@ min(p_pre, p_final) / p_pre instead of p_final.
 """
 from __future__ import annotations
 
-import hashlib
 
 import numpy as np
 
+from openwit.pipeline.common.keyed import uniform
 from openwit.schemas.record import Record, drop
 
 PHASES = ("pre", "final")
@@ -38,11 +38,8 @@ def balance_draw(seed: int, url: str, caption: str, phase: str = "final") -> flo
     """A uniform number in [0, 1) from the content, the seed and the phase (blake2b, 53 bits)."""
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-    key = seed.to_bytes(8, "little", signed=True)
-    digest = hashlib.blake2b(
-        f"{url}\x00{caption}".encode("utf-8"), key=key, person=f"openwit-{phase}".encode(), digest_size=8
-    ).digest()
-    return (int.from_bytes(digest, "little") >> 11) / float(1 << 53)
+    return uniform(f"{url}\x00{caption}".encode("utf-8"), f"openwit-{phase}".encode(),
+                   key=seed.to_bytes(8, "little", signed=True))
 
 
 def phase_threshold(threshold: int, phase: str, slack: float) -> float:

@@ -1,5 +1,6 @@
-"""Deduplication: normalised URL (before download), exact image bytes, perceptual near-
-duplicates, and eval-set decontamination. Plain functions; run.py distributes them.
+"""Deduplication: normalised URL (before download; the form is common/urls.py), exact image
+bytes, perceptual near-duplicates, and eval-set decontamination. Plain functions; beam/graph.py
+distributes them.
 
 The survivor of an image duplicate group is chosen from content only: the largest original
 resolution, then the smallest uid. Every other member is dropped with `duplicate_of` naming
@@ -7,10 +8,7 @@ the survivor, so the ledger says where each loser's image went.
 """
 from __future__ import annotations
 
-import re
-import string
 from typing import Iterable, Iterator, Optional
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -18,69 +16,6 @@ from openwit.pipeline.common import neardup
 from openwit.schemas.record import Record, drop
 
 DEDUP_KEYS = ("image", "image+caption")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-# RFC 3986: a percent-escape of an unreserved character means the character itself (%41 is
-# A); other escapes are meaningful (%2F is not /) and only their hex case is normalised.
-_UNRESERVED = set(string.ascii_letters + string.digits + "-._~")
-_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
-_SAFE_PATH = "/:@!$&'()*+,;=-._~%"
-_SAFE_QUERY = _SAFE_PATH + "?"
-
-
-def _canonical_escapes(text: str, safe: str) -> str:
-    def one(match):
-        char = chr(int(match.group(1), 16))
-        return char if char in _UNRESERVED else "%" + match.group(1).upper()
-
-    return quote(_ESCAPE.sub(one, text), safe=safe)  # raw non-ASCII -> UTF-8 escapes
-
-
-def normalize_url(url: str) -> str:
-    """The form under which two URLs fetch the same resource: scheme and host lower-case,
-    default port and fragment removed, dot segments resolved, percent-encoding made
-    canonical. The query is kept as it is, order included: servers may read it in order.
-    A URL that does not parse is returned as it is (the downloader reports it)."""
-    try:
-        return _normalize(url.strip())
-    except ValueError:
-        return url.strip()
-
-
-# host[:port] after any userinfo: a bracketed IPv6 literal, or a host without brackets.
-_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\[\]:]*)(:\d*)?$")
-
-
-def _normalize(url: str) -> str:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if not _HOST_PORT.match(parts.netloc.rpartition("@")[2]):
-        raise ValueError("malformed host")  # e.g. "junk[::1]": never merge it with a real host
-    host = (parts.hostname or "").rstrip(".")
-    if ":" in host:
-        host = f"[{host}]"  # IPv6 keeps its brackets, or its colons would read as a port
-    port = parts.port  # ValueError for a bad port
-    netloc = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
-    if parts.username or parts.password:
-        netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
-    path = remove_dot_segments(parts.path or "/")
-    path = _canonical_escapes(path, _SAFE_PATH)
-    query = _canonical_escapes(parts.query, _SAFE_QUERY) if parts.query else ""
-    return urlunsplit((scheme, netloc, path, query, ""))
-
-
-def remove_dot_segments(path: str) -> str:
-    """Resolve "." and ".." path segments (RFC 3986 5.2.4); empty segments ("a//b") stay:
-    servers may treat them differently."""
-    segments, out = path.split("/"), []
-    for i, segment in enumerate(segments):
-        if segment in (".", ".."):
-            if segment == ".." and len(out) > 1:
-                out.pop()
-            if i == len(segments) - 1:
-                out.append("")  # "/a/." names the directory: keep its trailing slash
-            continue
-        out.append(segment)
-    return "/".join(out) or "/"
 
 
 def url_dedup_group(records: Iterable[Record]) -> Iterator[Record]:

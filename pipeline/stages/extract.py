@@ -17,9 +17,9 @@ from html.parser import HTMLParser
 from typing import Iterator, Optional
 from urllib.parse import urljoin
 
+from openwit.pipeline.stages.read import MALFORMED, SOURCE
+
 LAZY_ATTRIBUTES = ("data-src", "data-lazy-src", "data-original")
-MALFORMED = "__malformed__"
-SOURCE = "__source__"  # the WARC record id, for the candidate's source
 _CHARSET = re.compile(rb"""<meta[^>]+charset=["']?([\w-]+)""", re.IGNORECASE)
 
 

@@ -16,6 +16,7 @@ from typing import Optional, Union
 import imagehash
 from PIL import Image, ImageOps, JpegImagePlugin
 
+from openwit.pipeline.common.flags import opt
 from openwit.schemas.record import error_detail
 
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
@@ -23,21 +24,26 @@ RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border
 HASH_METHODS = {"phash": imagehash.phash, "dhash": imagehash.dhash, "ahash": imagehash.average_hash,
                 "whash": imagehash.whash}
 _PIL_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+OUTPUT_FORMATS = tuple(_PIL_FORMATS)  # what a shard's KEY.<ext> image can be
 
 
 @dataclass(frozen=True)
 class ImageConfig:
-    image_size: int = 256
-    resize_mode: str = "border"
-    resize_only_if_bigger: bool = False
-    output_format: str = "jpg"
-    quality: int = 95
+    image_size: int = opt(256)
+    resize_mode: str = opt("border", choices=RESIZE_MODES)
+    resize_only_if_bigger: bool = opt(False)
+    output_format: str = opt("jpg", choices=OUTPUT_FORMATS)
+    quality: int = opt(95, "jpg/webp quality (1-100)", flag="--encode-quality")
     # DataComp "basic": the original's shorter side >= 200 and aspect ratio <= 3; this also
     # drops tracking pixels, icons and banners.
-    min_image_size: int = 200
-    max_aspect_ratio: float = 3.0  # 0: no limit
-    max_pixels: int = 89_478_485  # PIL's own decompression-bomb limit, checked before decode
-    hash_method: str = "phash"  # the perceptual hash kept in the record's `phash` field
+    min_image_size: int = opt(200, "minimum shorter side of the original image (DataComp basic: 200)")
+    max_aspect_ratio: float = opt(3.0, "longer side / shorter side of the original (DataComp basic: 3); 0: no limit")
+    # PIL's own decompression-bomb limit, checked before decode (listed with curate's dedup flags)
+    max_pixels: int = opt(89_478_485, "decompression-bomb guard, checked from the header before decoding",
+                          group="dedup")
+    # the perceptual hash kept in the record's `phash` field
+    hash_method: str = opt("phash", "64-bit perceptual hash for near-duplicates and decontamination (imagehash)",
+                           choices=tuple(HASH_METHODS))
 
     def __post_init__(self):
         if self.resize_mode not in RESIZE_MODES:
@@ -45,7 +51,7 @@ class ImageConfig:
         if self.hash_method not in HASH_METHODS:
             raise ValueError(f"hash_method must be one of {tuple(HASH_METHODS)}, got {self.hash_method!r}")
         if self.output_format not in _PIL_FORMATS:
-            raise ValueError(f"output_format must be one of {tuple(_PIL_FORMATS)}, got {self.output_format!r}")
+            raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}")
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ cost independent of the vocabulary size. Building the automaton for 450K entries
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import pickle
 from typing import Optional
 
 import ahocorasick
 
+from openwit.query_lists.build import list_sha256 as vocab_sha256  # one definition for every list
 from openwit.schemas.record import Record, drop
 
 _WRAPPED_PUNCTUATION = (",", ".", ";", ":", "?", "!", "`")
@@ -46,13 +46,6 @@ def read_vocab(path: str) -> list[str]:
         if not entry.strip() or entry != entry.strip():
             raise ValueError(f"{path}:{line_number + 1}: entries must be non-empty with no outer spaces")
     return entries
-
-
-def vocab_sha256(path: str) -> str:
-    """sha256 of the list's text (uncompressed), so .txt and .txt.gz of one list agree."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 class Matcher:

@@ -18,18 +18,22 @@ from typing import Iterator, Optional
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from openwit.pipeline.common.flags import opt
 from openwit.schemas.record import Record, drop, make_uid
 
 FORMATS = ("parquet", "jsonl", "csv", "tsv", "warc", "wat")
+# Marker keys a row may carry besides its columns (row readers and stages/extract.py set them):
+MALFORMED = "__malformed__"  # why the row is unusable; it becomes a malformed_row drop
+SOURCE = "__source__"  # where inside the file it came from, e.g. the WARC record id
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the 128 KiB default would end a run on one long caption
 
 
 @dataclass(frozen=True)
 class ReadConfig:
-    input_format: Optional[str] = None  # None: from the file extension
-    url_col: str = "url"
-    caption_col: str = "caption"
-    page_url_col: str = "page_url"
+    input_format: Optional[str] = opt(None, "default: from the extension", choices=FORMATS)
+    url_col: str = opt("url")
+    caption_col: str = opt("caption")
+    page_url_col: str = opt("page_url")
 
 
 def detect_format(path: str) -> str:
@@ -104,12 +108,8 @@ def _parse_json_line(line: str, path: str, line_number: int) -> dict:
         row = json.loads(line)
     except json.JSONDecodeError as err:
         # Kept as a row so that the candidate still gets a ledger record.
-        return {_MALFORMED: f"{os.path.basename(path)} line {line_number + 1}: {err.msg}"}
-    return row if isinstance(row, dict) else {_MALFORMED: f"line {line_number + 1} is not a JSON object"}
-
-
-_MALFORMED = "__malformed__"
-_SOURCE = "__source__"  # e.g. the WARC record id a candidate came from
+        return {MALFORMED: f"{os.path.basename(path)} line {line_number + 1}: {err.msg}"}
+    return row if isinstance(row, dict) else {MALFORMED: f"line {line_number + 1} is not a JSON object"}
 
 
 def _text(value) -> str:
@@ -134,10 +134,10 @@ def make_candidate(row: dict, source_name: str, row_number: int, cfg: ReadConfig
         url=url,
         caption=caption,
         page_url=_text(row.get(cfg.page_url_col)) or None,
-        source=f"{source_name}:{row_number}" + (f" {row[_SOURCE]}" if row.get(_SOURCE) else ""),
+        source=f"{source_name}:{row_number}" + (f" {row[SOURCE]}" if row.get(SOURCE) else ""),
     )
-    if _MALFORMED in row:
-        return drop(record, "malformed_row", row[_MALFORMED])
+    if MALFORMED in row:
+        return drop(record, "malformed_row", row[MALFORMED])
     if not url:
         return drop(record, "missing_url")
     if not caption:

@@ -10,18 +10,25 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from openwit.pipeline.common.flags import language_codes, opt, terms_file
 from openwit.schemas.record import Record, drop
 
 
 @dataclass(frozen=True)
 class TextConfig:
     # DataComp "basic": more than 5 characters and more than 2 words.
-    min_caption_chars: int = 6
-    min_caption_words: int = 3
-    languages: tuple[str, ...] = ("en",)  # WIT is English; empty: keep all, only record it
-    min_language_score: float = 0.0  # fastText confidence below this drops the caption
-    junk_rules: bool = True  # file-name-like, URL-only and digits-only alt-texts
-    blocklist: tuple[str, ...] = ()  # lower-case words or phrases that drop a caption
+    min_caption_chars: int = opt(6)
+    min_caption_words: int = opt(3, "CJK, Thai and other scripts without spaces count one word a character")
+    # WIT is English; empty: keep all, only record it
+    languages: tuple[str, ...] = opt(("en",), "comma-separated fastText codes to keep (default: en, as WIT); "
+                                     "'all' keeps every language", parse=language_codes)
+    # fastText confidence below this drops the caption
+    min_language_score: float = opt(0.0, "drop captions whose language ID confidence is below this (0-1)")
+    # drop file-name-like, URL-only and digits-only alt-texts (a True field is a --no-... switch)
+    junk_rules: bool = opt(True, "keep file-name-like, URL-only and digits-only alt-texts", flag="--no-junk-rules")
+    # lower-case words or phrases that drop a caption; compared whole, so "ass" does not hit "class"
+    blocklist: tuple[str, ...] = opt((), "file of words or phrases (one a line) whose presence drops a caption",
+                                     flag="--caption-blocklist", parse=terms_file)
 
 
 def lid_model_path() -> str:

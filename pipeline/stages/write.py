@@ -1,4 +1,4 @@
-"""Write WebDataset shards, their Parquet indexes and sizes.json.
+"""Write WebDataset shards and their Parquet indexes (sizes.json: output/shards.py).
 
 Fixed-size shards would need a global rank, which does not scale. Instead a sample's shard
 is a keyed hash of its uid modulo a shard count derived from the kept count, so sizes vary
@@ -8,7 +8,6 @@ Each shard is written under a temporary name and renamed when complete.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -17,8 +16,9 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
-from apache_beam.io.filesystems import FileSystems
 
+from openwit.pipeline.common.keyed import bucket
+from openwit.pipeline.output import layout
 from openwit.pipeline.output.files import read_file, write_atomically
 from openwit.schemas.record import KEPT, SHARD_INDEX_SCHEMA, Record, sample_metadata
 
@@ -31,12 +31,7 @@ def shard_count(kept: int, samples_per_shard: int) -> int:
 
 
 def shard_of(uid: str, n_shards: int) -> int:
-    digest = hashlib.blake2b(uid.encode("utf-8"), digest_size=8, person=b"openwit-shard").digest()
-    return int.from_bytes(digest, "little") % n_shards
-
-
-def shard_name(shard: int) -> str:
-    return f"{shard:05d}"
+    return bucket(uid, b"openwit-shard", n_shards)
 
 
 def sample_key(record: Record) -> str:
@@ -68,15 +63,10 @@ def build_index(records: list[Record]) -> bytes:
 
 def write_shard(shard: int, records: list[Record], shards_dir: str) -> list[Record]:
     """Write one shard (tar + parquet index) and return its records marked kept."""
-    name = shard_name(shard)
+    name = layout.shard_name(shard)
     kept = sorted(
         (r.update(status=KEPT, shard=name, key=sample_key(r)) for r in records), key=lambda r: r.key
     )
-    write_atomically(FileSystems.join(shards_dir, name + ".parquet"), build_index(kept))
-    write_atomically(FileSystems.join(shards_dir, name + ".tar"), build_tar(kept, read_file))
+    write_atomically(layout.shard_index(shards_dir, name), build_index(kept))
+    write_atomically(layout.shard_tar(shards_dir, name), build_tar(kept, read_file))
     return kept
-
-
-def write_sizes(shard_sizes: list[tuple[str, int]], shards_dir: str) -> None:
-    sizes = {f"{name}.tar": count for name, count in sorted(shard_sizes)}
-    write_atomically(FileSystems.join(shards_dir, "sizes.json"), json.dumps(sizes, indent=1).encode())

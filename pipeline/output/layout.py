@@ -1,0 +1,153 @@
+"""The layout of an output directory (OUT): the one place that names its folders and files.
+
+    OUT/manifest.json           the run: command, inputs, funnel, shard sizes, later changes
+    OUT/shards/NNNNN.tar        WebDataset shards, each with its index NNNNN.parquet
+    OUT/shards/sizes.json       samples per shard (by tar name)
+    OUT/ledger/revRRR-partPPPPP.parquet
+    OUT/stats/entries.parquet   per vocabulary entry; OUT/stats/balance.json: the threshold
+    OUT/staging/                staged images; OUT/staging/fetched/: download receipts
+    OUT/.openwit/run.json       the command's fingerprint; OUT/.openwit/rebuild/: the
+                                rebuild of --retry-failed and --extend
+    OUT/croissant.json          `openwit audit croissant`'s default place
+
+Other modules ask here for a path instead of spelling one. Only names live here (no I/O,
+no Beam import), so the trainer can use it too. Paths are joined with os.path.join, remote
+ones included: for every path openwit builds (no base ending in "//", no name starting with
+"/") it gives what Beam's FileSystems.join gives.
+"""
+from __future__ import annotations
+
+import os
+
+SHARDS = "shards"
+LEDGER = "ledger"
+STATS = "stats"
+STAGING = "staging"
+MANIFEST = "manifest.json"
+CROISSANT = "croissant.json"
+SIZES = "sizes.json"
+ENTRY_STATS = "entries.parquet"
+BALANCE = "balance.json"
+# The folder name is kept: receipts of outputs written before must stay reusable.
+RECEIPTS = "fetched"
+TAR = ".tar"
+INDEX = ".parquet"
+# openwit's own bookkeeping, apart from the dataset
+STATE = ".openwit"
+RUN_FILE = os.path.join(STATE, "run.json")
+REBUILD = os.path.join(STATE, "rebuild")
+
+
+# ------------------------------------------------------------------ OUT
+
+
+def shards_dir(out: str) -> str:
+    return os.path.join(out, SHARDS)
+
+
+def ledger_dir(out: str) -> str:
+    return os.path.join(out, LEDGER)
+
+
+def stats_dir(out: str) -> str:
+    return os.path.join(out, STATS)
+
+
+def staging_dir(out: str) -> str:
+    return os.path.join(out, STAGING)
+
+
+def staged_image(staging: str, sha256: str, extension: str) -> str:
+    """A processed image, content-addressed by its original bytes' sha256."""
+    return os.path.join(staging, sha256[:2], f"{sha256}.{extension}")
+
+
+def receipt(staging: str, key: str) -> str:
+    """A download's receipt (pipeline/download/staging.py), by its receipt key."""
+    return os.path.join(staging, RECEIPTS, key[:2], f"{key}.json")
+
+
+def manifest_path(out: str) -> str:
+    return os.path.join(out, MANIFEST)
+
+
+def croissant_path(out: str) -> str:
+    return os.path.join(out, CROISSANT)
+
+
+def run_file(out: str) -> str:
+    return os.path.join(out, RUN_FILE)
+
+
+def rebuild_dir(out: str) -> str:
+    return os.path.join(out, REBUILD)
+
+
+def restart_paths(out: str) -> list[str]:
+    """What rerunning the same command removes before it runs again. Staging stays (its
+    images are content-addressed, its receipts reused) and so does the fingerprint."""
+    return [shards_dir(out), ledger_dir(out), stats_dir(out), manifest_path(out)]
+
+
+# ---------------------------------------------------------------- stats
+
+
+def entry_stats_path(out: str) -> str:
+    return os.path.join(stats_dir(out), ENTRY_STATS)
+
+
+def balance_path(out: str) -> str:
+    return os.path.join(stats_dir(out), BALANCE)
+
+
+# --------------------------------------------------------------- shards
+
+
+def shard_name(shard: int) -> str:
+    return f"{shard:05d}"
+
+
+def tar_name(shard: str) -> str:
+    """A shard's tar file name: the keys of sizes.json."""
+    return shard + TAR
+
+
+def shard_of_tar(path: str) -> str:
+    """The shard name of a tar path or file name ("00003" of ".../00003.tar")."""
+    return os.path.basename(path)[: -len(TAR)]
+
+
+def shard_tar(shards: str, shard: str) -> str:
+    return os.path.join(shards, tar_name(shard))
+
+
+def shard_index(shards: str, shard: str) -> str:
+    return os.path.join(shards, shard + INDEX)
+
+
+def tar_pattern(shards: str) -> str:
+    return os.path.join(shards, "*" + TAR)
+
+
+def index_pattern(shards: str) -> str:
+    return os.path.join(shards, "*" + INDEX)
+
+
+def sizes_path(shards: str) -> str:
+    return os.path.join(shards, SIZES)
+
+
+# --------------------------------------------------------------- ledger
+
+
+def revision_prefix(revision: int) -> str:
+    """The name prefix of a revision's ledger parts."""
+    return f"rev{revision:03d}-"
+
+
+def ledger_part(ledger: str, part: int, revision: int = 0) -> str:
+    return os.path.join(ledger, f"{revision_prefix(revision)}part{part:05d}.parquet")
+
+
+def ledger_pattern(out: str) -> str:
+    return os.path.join(ledger_dir(out), "*.parquet")
