@@ -2,7 +2,7 @@
 
 Every flag is declared on the config field it sets (pipeline/common/flags.py): its name,
 default, help and parsing, here and in the stage configs CurateConfig nests. The config is
-built from argv (parse_curate_args), directly in code (CurateConfig(inputs=..., output=...),
+built from argv (parse_curate_command, used by pipeline/curate/commands.py), directly in code (CurateConfig(inputs=..., output=...),
 the demo) or from a manifest (CurateConfig.from_dict, --retry-failed and --extend); its
 __post_init__ holds every check of values, check_files() the checks that read files.
 
@@ -23,7 +23,7 @@ from openwit.pipeline.common import flags
 from openwit.pipeline.common.flags import nested, opt
 from openwit.pipeline.common.neardup import DEFAULT_DISTANCE
 from openwit.pipeline.download.client import DownloadConfig
-from openwit.pipeline.stages.dedup import DEDUP_KEYS
+from openwit.pipeline.stages.dedup import DEDUP_KEYS, hash_method_of
 from openwit.pipeline.stages.image import ImageConfig
 from openwit.pipeline.stages.read import ReadConfig
 from openwit.pipeline.stages.text import TextConfig
@@ -56,7 +56,8 @@ class CurateConfig:
                            "and --retry-failed and --extend keep it so the layout stays stable")
     staging_dir: Optional[str] = None  # default OUT/staging
     ledger_parts: int = opt(8, "number of ledger Parquet parts")
-    overwrite: bool = opt(False, "replace a different run's output")
+    overwrite: bool = opt(False, "replace a different openwit command's output in OUT (only openwit's own "
+                               "files: an OUT holding anything else is refused)")
     exact_dedup: str = opt("image", "image: one sample per image sha256; image+caption: only identical image "
                            "and caption", choices=DEDUP_KEYS, group="dedup")
     # -1: no near-duplicate dedup
@@ -172,8 +173,6 @@ def unknown_beam_args(beam_args: list[str]) -> list[str]:
 
 def check_eval_hashes(path: str, hash_method: str) -> None:
     """The --decontaminate file exists, is ours, and holds hashes of `hash_method` (ValueError)."""
-    from openwit.pipeline.audit.hashes import hash_method_of
-
     if not os.path.isfile(path):
         raise ValueError(f"--decontaminate: no such file {path}")
     try:

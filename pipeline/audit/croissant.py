@@ -29,7 +29,7 @@ SAMPLE_FIELDS = [  # (parquet column, Croissant data type, description)
     ("language", "Text", "fastText lid.176 language of the caption"),
     ("phash", "Text", "64-bit perceptual hash, hex"),
 ]
-LEDGER_FIELDS = [
+LEDGER_COLUMNS = [
     ("uid", "Text", "stable id of the input row"),
     ("url", "URL", "image URL"),
     ("status", "Text", "kept or dropped"),
@@ -106,7 +106,7 @@ def build_metadata(out_dir: str, license_text=None):
         date_published=dt.datetime.fromisoformat(manifest.get("finished_at")) if manifest.get("finished_at") else None,
         distribution=distribution,
         record_sets=[record_set(mlc, "samples", "shards-index", SAMPLE_FIELDS, "one record per kept sample"),
-                     record_set(mlc, "ledger", "ledger-parts", LEDGER_FIELDS, "the ledger's rows (all revisions)")],
+                     record_set(mlc, "ledger", "ledger-parts", LEDGER_COLUMNS, "the ledger's rows (all revisions)")],
         **provenance(manifest),
     )
 

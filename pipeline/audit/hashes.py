@@ -18,6 +18,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from openwit.pipeline.stages.dedup import HASH_METHOD_KEY
 from openwit.pipeline.stages.image import HASH_METHODS, ImageProblem, image_phash
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".jfif", ".avif",
@@ -27,17 +28,6 @@ HASHES_SCHEMA = pa.schema([
     ("item", pa.string()), ("phash", pa.string()), ("sha256", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("error", pa.string()),
 ])
-
-
-HASH_METHOD_KEY = b"openwit.hash_method"
-
-
-def hash_method_of(path: str) -> str:
-    """The perceptual hash method a hashes.parquet was written with."""
-    metadata = pq.read_schema(path).metadata or {}
-    if HASH_METHOD_KEY not in metadata:
-        raise ValueError(f"{path} was not written by `openwit hashes export` (no hash method recorded)")
-    return metadata[HASH_METHOD_KEY].decode()
 
 
 def is_image_name(name: str) -> bool:

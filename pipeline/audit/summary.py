@@ -1,4 +1,5 @@
-"""`openwit audit`: answers about an output directory, read from its ledger only."""
+"""`openwit audit summary` and `trace`: answers about an output directory, read from its
+ledger (and, for the balancing effect and a trace, its stats and manifest)."""
 from __future__ import annotations
 
 from openwit.pipeline.output import files, layout, ledger

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from openwit.pipeline.common.flags import lines_file
 from openwit.pipeline.common.clock import utc_now
 from openwit.pipeline.common.urls import domain_host, host_of, normalize_url
 from openwit.pipeline.output import layout, ledger, shards
@@ -60,13 +61,6 @@ def takedown(out_dir: str, urls=(), uids=(), domains=(), note: str = "") -> dict
     return result
 
 
-def read_list(path) -> list:
-    if not path:
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="openwit takedown", description=__doc__.splitlines()[0])
     parser.add_argument("dir", help="output directory of openwit curate")
@@ -77,7 +71,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not (args.urls or args.uids or args.domains):
         parser.error("give --urls, --uids or --domains")
-    result = takedown(args.dir, read_list(args.urls), read_list(args.uids), read_list(args.domains), args.note)
+    result = takedown(args.dir, lines_file(args.urls), lines_file(args.uids), lines_file(args.domains), args.note)
     print(json.dumps(result, indent=1))
     if not result["named"]:
         print("openwit takedown: nothing in the ledger matches", file=sys.stderr)

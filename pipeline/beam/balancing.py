@@ -58,7 +58,7 @@ class EntryCountsFn(beam.CombineFn):
         return self._compact(acc)
 
 
-def count_entries(records, label: str, vocab_size: int):
+def entry_counts(records, label: str, vocab_size: int):
     """-> a singleton PCollection: matches per entry id over `records`."""
     return (
         records

@@ -4,7 +4,8 @@ Each record is submitted when it arrives and emitted when its outcome is ready, 
 hangs until its deadline holds one download slot, not a batch. One record goes through three
 steps, each started by the previous step's completion callback:
 
-1. its receipt is looked up (an I/O pool): an earlier run's outcome is reused as it is;
+1. its receipt is looked up (an I/O pool): an earlier run's outcome is reused as it is, and
+   counted as an attempt its host answered, for the circuit breaker;
 2. otherwise it is downloaded (the Downloader's event loop);
 3. the download is decoded, checked, resized and staged (a CPU pool), and a lasting outcome
    leaves a receipt.
@@ -90,6 +91,7 @@ class DownloadFn(beam.DoFn):
             reused = None
         try:
             if reused is not None:  # an earlier (crashed) run's download, staged and receipted
+                self.downloader.count_reused(record.url)  # the breaker sees the host as a fresh run does
                 finished.put(reused)
             else:
                 download = self.downloader.submit(record.url)

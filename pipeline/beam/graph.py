@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from openwit.pipeline.beam import balancing
 from openwit.pipeline.output import layout, ledger, shards
 from openwit.pipeline.beam.download_fn import DownloadFn
-from openwit.pipeline.beam.stage import apply_stage, count, load_once, route
+from openwit.pipeline.beam.stage import CANDIDATES, KEPT_COUNTER, apply_stage, count, load_once, route
 from openwit.pipeline.common.urls import normalize_url
 from openwit.pipeline.config import CurateConfig
 from openwit.pipeline.stages import dedup, match, read, text, write
@@ -34,7 +34,7 @@ def build_text(cfg: text.TextConfig):
 
 def build_read():
     def counted(record):
-        count("candidates")  # the funnel's first step, from Beam metrics
+        count(CANDIDATES)  # the funnel's first step, from Beam metrics
         return record
 
     return counted
@@ -52,7 +52,7 @@ class WriteShardFn(beam.DoFn):
     def process(self, shard_and_records):
         shard, records = shard_and_records
         kept = write.write_shard(shard, [r for r in records if r is not None], self.shards_dir)
-        count("kept", len(kept))
+        count(KEPT_COUNTER, len(kept))
         yield pvalue.TaggedOutput("sizes", (layout.shard_name(shard), len(kept)))
         yield from kept
 
@@ -77,7 +77,7 @@ def sample_pool(candidates, cfg: CurateConfig, vocab_size: int, with_text: bool 
     matched, dropped = apply_stage(candidates, "match", functools.partial(build_match, cfg.vocab))
     drops.append(dropped)
     matched, dropped = url_dedup(matched)
-    pool = balancing.count_entries(matched, "Pool", vocab_size)
+    pool = balancing.entry_counts(matched, "Pool", vocab_size)
     threshold = balancing.choose_threshold(pool, cfg.threshold, cfg.tail_fraction)
     sampled, balanced_out = balancing.balance_phase(
         matched, "pre", pool, threshold, cfg.pre_download_slack, cfg.seed
@@ -200,7 +200,7 @@ def download_part(sampled, cfg: CurateConfig, staging_dir: str):
 
 def balance_final(survivors, cfg: CurateConfig, vocab_size: int, threshold):
     """The final balancing phase at t, on the survivors' own counts."""
-    counts = balancing.count_entries(survivors, "Survivor", vocab_size)
+    counts = balancing.entry_counts(survivors, "Survivor", vocab_size)
     return balancing.balance_phase(survivors, "final", counts, threshold, cfg.pre_download_slack, cfg.seed)
 
 
@@ -220,8 +220,8 @@ def build_pipeline(p: beam.Pipeline, cfg: CurateConfig, vocab_size: int) -> None
 
 
 def write_stats(p, cfg: CurateConfig, vocab_size: int, pool: dict, kept):
-    pre = balancing.count_entries(pool["sampled"], "PreKept", vocab_size)
-    final = balancing.count_entries(kept, "FinalKept", vocab_size)
+    pre = balancing.entry_counts(pool["sampled"], "PreKept", vocab_size)
+    final = balancing.entry_counts(kept, "FinalKept", vocab_size)
     return (
         p
         | "StatsTrigger" >> beam.Create([None])

@@ -1,4 +1,6 @@
-"""The one Beam wrapper every stage goes through, and per-worker loading of big lookups.
+"""The one Beam wrapper of record-at-a-time stages, the one router of every drop, and
+per-worker loading of big lookups. (Download, the dedup groups and the writer are DoFns of
+their own, in beam/; they route drops through `route` too.)
 
 `apply_stage` turns a plain `record -> record` function into a ParDo with a `kept` main
 output and a `dropped` tagged output, counting drops per reason in Beam metrics. An
@@ -11,9 +13,14 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
+from openwit.pipeline.output import ledger
 from openwit.schemas.record import DROPPED, Record, drop_internal_error
 
 NAMESPACE = "openwit"
+# Counter names: the funnel's ends, and one counter per drop (`dropped.STAGE.REASON`).
+CANDIDATES = "candidates"
+KEPT_COUNTER = "kept"
+DROPPED_PREFIX = "dropped."
 _SHARED = Shared()  # big lookups are loaded once per worker process, not per bundle
 
 
@@ -45,9 +52,20 @@ def beam_counters(result) -> dict:
     return dict(sorted(totals.items()))
 
 
+def funnel_from_counters(counters: dict) -> list[tuple[str, int]]:
+    """The funnel from a run's counters (beam_counters): on a healthy run it equals the
+    ledger's funnel, which the audit checks."""
+    dropped = {}
+    for name, value in counters.items():
+        if name.startswith(DROPPED_PREFIX):
+            stage = name[len(DROPPED_PREFIX):].split(".")[0]
+            dropped[stage] = dropped.get(stage, 0) + value
+    return ledger.funnel_from_drops(counters.get(CANDIDATES, 0), dropped, counters.get(KEPT_COUNTER, 0))
+
+
 def route(record: Record):
     if record.status == DROPPED:
-        Metrics.counter(NAMESPACE, f"dropped.{record.stage}.{record.reason}").inc()
+        Metrics.counter(NAMESPACE, f"{DROPPED_PREFIX}{record.stage}.{record.reason}").inc()
         return pvalue.TaggedOutput(DROPPED, record)
     return record
 

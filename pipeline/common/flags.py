@@ -205,9 +205,14 @@ def language_codes(value: str) -> tuple[str, ...]:
     return () if items in ((), ("all",)) else items
 
 
-def terms_file(path: str) -> tuple[str, ...]:
-    """Lower-case terms of a file, one a line ('#' starts a comment line); no path: ()."""
+def lines_file(path) -> list[str]:
+    """The lines of a list file, stripped, without blank and '#' comment lines; no path: []."""
     if not path:
-        return ()
+        return []
     with open(path, encoding="utf-8") as f:
-        return tuple(" ".join(line.lower().split()) for line in f if line.strip() and not line.startswith("#"))
+        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+
+def terms_file(path: str) -> tuple[str, ...]:
+    """Lower-case terms of a file, one a line, inner spaces collapsed; no path: ()."""
+    return tuple(" ".join(line.lower().split()) for line in lines_file(path))

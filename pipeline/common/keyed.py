@@ -3,7 +3,8 @@
 Every decision that must not depend on the process, the runner or the input order (ledger
 part, shard, balancing draw, online-balancing draw, retry jitter) hashes its content with
 blake2b, personalised per use so that two uses of the same text never correlate. Python's
-built-in hash() is salted per process and is never used for these.
+built-in hash() is salted per process and is never used for these. (The trainer's augmentation
+and shuffle generators are seeded random.Random instances with string seeds, equally stable.)
 """
 from __future__ import annotations
 

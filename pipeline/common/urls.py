@@ -17,6 +17,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from yarl import URL
 
 
+SCHEMES = ("http", "https")  # what openwit downloads: read drops others, redirects to others are refused
+
+
 def host_of(url) -> str:
     """The host `url` connects to: "bücher.example" and "XN--BCHER-KVA.example." are both
     "xn--bcher-kva.example"; "" for a URL that does not parse (it is never downloaded)."""

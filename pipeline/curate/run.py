@@ -4,7 +4,10 @@ Output rule: an output directory belongs to one command. The command's fingerpri
 config and the sha256 of its inputs and vocabulary) is written to OUT/.openwit/run.json
 before the pipeline starts. Rerunning the same command restarts cleanly: previous shards,
 ledger and manifest are removed and rebuilt (staged images are content-addressed and kept).
-A different command into a non-empty output is refused unless --overwrite.
+A different openwit command's output is refused unless --overwrite, which replaces it.
+openwit removes only what it wrote (curate/output_guard.py): an OUT holding other files,
+or one that is home, a root, an input or a folder above one, is refused before anything
+is written.
 """
 from __future__ import annotations
 
@@ -19,16 +22,14 @@ from openwit.pipeline import __version__
 from openwit.pipeline.common.clock import utc_now
 from openwit.pipeline.output import files, layout, ledger, shards
 from openwit.pipeline.output.manifest import write_manifest
-from openwit.pipeline.beam.stage import beam_counters
+from openwit.pipeline.beam.stage import beam_counters, funnel_from_counters
 from openwit.pipeline.config import CurateConfig
+# OutputConflict is caught from here by commands.py and the demo.
+from openwit.pipeline.curate.output_guard import OutputConflict, check_contents, check_place
 from openwit.pipeline.beam.graph import run_pipeline
 from openwit.pipeline.stages import dedup, match, read
 from openwit.query_lists.build import sha256_file
 from openwit.schemas.record import LEDGER_SCHEMA_VERSION
-
-
-class OutputConflict(Exception):
-    pass
 
 
 def describe_inputs(cfg: CurateConfig) -> list[dict]:
@@ -43,7 +44,7 @@ def describe_inputs(cfg: CurateConfig) -> list[dict]:
 def input_digest(path: str) -> dict:
     """A local file's sha256. A remote file (gs://, s3://, ...) is not read again on the
     launching machine, which may be terabytes away: its store's checksum and size stand in."""
-    if "://" not in path:
+    if not files.is_remote(path):
         return {"sha256": sha256_file(path)}
     (meta,) = FileSystems.match([path])[0].metadata_list
     return {"checksum": FileSystems.checksum(path), "size": meta.size_in_bytes}
@@ -73,9 +74,17 @@ def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str, eval_hash
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def files_read(cfg: CurateConfig) -> list[str]:
+    """Every file the command reads: OUT must neither be one nor hold one."""
+    inputs = [path for path, _ in read.expand_inputs(list(cfg.inputs))]
+    return inputs + [path for path in (cfg.vocab, cfg.decontaminate, cfg.score_model) if path]
+
+
 def prepare_output(out_dir: str, run_fingerprint: str, overwrite: bool) -> str:
-    """Make out_dir ready for this command; returns 'new', 'restart' or 'overwrite'."""
+    """Make out_dir ready for this command; returns 'new', 'restart' or 'overwrite'.
+    Only openwit's own names are ever removed: anything else makes the command refuse."""
     entries = files.names_in(out_dir)
+    check_contents(out_dir, entries)
     if not entries:
         action = "new"
     elif _previous_fingerprint(out_dir) == run_fingerprint:
@@ -84,12 +93,11 @@ def prepare_output(out_dir: str, run_fingerprint: str, overwrite: bool) -> str:
             files.remove(path)
     elif overwrite:
         action = "overwrite"
-        for name in entries:
+        for name in layout.owned_removal_order(entries):
             files.remove(os.path.join(out_dir, name))
     else:
-        raise OutputConflict(
-            f"{out_dir} holds the output of a different command; choose another --output or pass --overwrite"
-        )
+        raise OutputConflict(f"{out_dir} holds the output of a different openwit command; choose another --output, "
+                             "or pass --overwrite to replace it (only openwit's own files there are removed)")
     files.write_atomically(layout.run_file(out_dir), json.dumps({"fingerprint": run_fingerprint}).encode())
     return action
 
@@ -104,6 +112,10 @@ def _previous_fingerprint(out_dir: str):
 def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
     """Run one curation and return its manifest (also written to OUT/manifest.json)."""
     started = utc_now()
+    # Before the inputs are hashed (terabytes, maybe), so that a refusal comes at once;
+    # prepare_output checks the contents again where it removes.
+    check_place(cfg.output, files_read(cfg))
+    check_contents(cfg.output, files.names_in(cfg.output))
     inputs = describe_inputs(cfg)
     vocab_sha = match.vocab_sha256(cfg.vocab)
     eval_hashes = describe_eval_hashes(cfg)
@@ -136,15 +148,4 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str]) -> dict:
     }
     write_manifest(cfg.output, manifest)
     return manifest
-
-
-def funnel_from_counters(counters: dict) -> list[tuple[str, int]]:
-    """The funnel from this run's Beam counters (`dropped.STAGE.REASON`, `candidates`,
-    `kept`): on a healthy run it equals the ledger's funnel, which the audit checks."""
-    dropped = {}
-    for name, value in counters.items():
-        if name.startswith("dropped."):
-            stage = name.split(".")[1]
-            dropped[stage] = dropped.get(stage, 0) + value
-    return ledger.funnel_from_drops(counters.get("candidates", 0), dropped, counters.get("kept", 0))
 

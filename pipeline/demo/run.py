@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from openwit.pipeline.demo import web as demo_web
 from openwit.pipeline.audit.summary import summary_text
-from openwit.pipeline.curate.run import curate
+from openwit.pipeline.curate.run import OutputConflict, curate
 from openwit.pipeline.common.flags import to_argv
 from openwit.pipeline.config import CurateConfig, with_default_runner
 from openwit.pipeline.download.client import DownloadConfig
@@ -73,10 +73,23 @@ def train_and_evaluate(shards: str, heldout: str, checkpoint: str, steps: int, s
     return zero_shot_accuracy(result.checkpoint, heldout)
 
 
+CHECKPOINT = "checkpoint.pt"
+# What the demo writes into its --output: the only names it replaces on a rerun. Training
+# writes its metrics log next to the checkpoint (trainer/train.py, OUTPUT.jsonl).
+DEMO_NAMES = ("web", "curated", "heldout", CHECKPOINT, CHECKPOINT + ".jsonl", "zero_shot.json")
+
+
 def check_output(out: str, overwrite: bool) -> bool:
     """Whether curate may replace what is there: a previous demo's output, or --overwrite.
-    The web's port changes per run, so a rerun is never the 'same command' for curate."""
-    if not os.path.isdir(out) or not os.listdir(out):
+    The web's port changes per run, so a rerun is never the 'same command' for curate.
+    Files the demo did not write are never replaced: their folder is refused."""
+    names = set(os.listdir(out)) if os.path.isdir(out) else set()
+    foreign = sorted(names - set(DEMO_NAMES))
+    if foreign:
+        raise SystemExit(f"openwit demo: {out} holds files the demo did not write ({', '.join(foreign[:5])}"
+                         f"{' ...' if len(foreign) > 5 else ''}); it never replaces them, with or without "
+                         "--overwrite: choose an empty folder for --output")
+    if not names:
         return overwrite
     if overwrite or os.path.exists(os.path.join(out, "web", "candidates.parquet")):
         return True
@@ -92,10 +105,13 @@ def main(argv=None) -> int:
         print(f"synthetic web: {len(web.rows)} candidates served at {base_url}")
         candidates, vocab = write_web_inputs(os.path.join(out, "web"), web, base_url)
         cfg = curate_config(candidates, vocab, out, args)
-        curate(cfg, with_default_runner([]), ["curate"] + to_argv(cfg, first=RECORDED_FLAGS))
+        try:
+            curate(cfg, with_default_runner([]), ["curate"] + to_argv(cfg, first=RECORDED_FLAGS))
+        except OutputConflict as err:
+            raise SystemExit(f"openwit demo: {err}") from None
     heldout = demo_web.write_heldout(os.path.join(out, "heldout"), seed=args.seed)
     shards = layout.shards_dir(cfg.output)
-    checkpoint = os.path.join(out, "checkpoint.pt")
+    checkpoint = os.path.join(out, CHECKPOINT)
     print("\n" + summary_text(cfg.output))
     accuracy = None
     if args.steps > 0:

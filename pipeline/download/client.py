@@ -334,6 +334,18 @@ class Downloader:
     def submit(self, url: str) -> concurrent.futures.Future:
         return self._run(fetch(self.session, url, self.cfg, limits=self.limits))
 
+    def count_reused(self, url: str) -> None:
+        """Count a URL answered from its receipt as one attempt its host answered.
+
+        A receipt is a lasting outcome (a success, or a 404, not_image ...), and those are
+        what an attempt records as not failed. Without this, a rerun's breaker would see only
+        the URLs that still fail and pause a healthy host (issue 24). The breaker is touched
+        on the event loop only, as every attempt does."""
+        try:
+            self.loop.call_soon_threadsafe(self.limits.breaker.record, host_of(url), False)
+        except RuntimeError:  # the loop is closed: no download is left for the breaker to decide
+            pass
+
     def alive(self) -> bool:
         return self.thread.is_alive() and self.loop.is_running()
 

@@ -15,6 +15,21 @@
   goes through: success closes the breaker, failure pauses the host again.
   A 404 or any other answer counts as the host being up.
 
+What the breaker counts must not depend on where outcomes come from (issue 24). A rerun
+(restart, crash, `--retry-failed`, `--extend`) answers every URL with a lasting outcome from
+its receipt (pipeline/download/staging.py) without a request, so only the URLs that still
+fail would reach the network, and a healthy host with a few broken URLs would look dead.
+The rule: a receipt-answered URL is recorded as one attempt its host answered
+(`Downloader.count_reused`, keyed by the same `host_of` as downloads). That is what a
+lasting outcome is, a success or a permanent drop, and what its download recorded the first
+time. So a rerun's breaker sees each host's URLs as a fresh run does, one attempt per
+receipt; receipts are read before downloads finish, so their answers count early.
+Deterministic: a lasting row never changes on a rerun (its receipt answers before the breaker
+is asked), and a host the breaker never pauses gives the same rows every time. Not
+deterministic: the verdict follows outcomes in the order they finish. When a host is paused,
+which of its URLs end as `domain_unavailable` and which with their own reason (or an answer)
+depends on timing, in a first run and in every rerun (docs/incremental.md).
+
 Both take a clock, so tests drive them without sleeping.
 """
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Optional
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from openwit.pipeline.common.urls import SCHEMES
 from openwit.pipeline.download.resolve import Lookup, system_lookup
 
 
@@ -99,7 +100,7 @@ class SafeResolver(AbstractResolver):
 
 def check_url(url: URL, allow_loopback: bool) -> Optional[Refusal]:
     """Scheme and IP-literal checks that must happen before any connection."""
-    if url.scheme not in ("http", "https"):
+    if url.scheme not in SCHEMES:
         # The read stage lets only http(s) in, so another scheme here came from a redirect.
         return Refusal("unsupported_redirect", f"{url.scheme or 'no'} scheme")
     if not url.host:

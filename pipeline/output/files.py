@@ -7,6 +7,7 @@ staging writes one file per image.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -15,6 +16,8 @@ import threading
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+
+from openwit.pipeline.output import layout
 
 
 def is_remote(path: str) -> bool:
@@ -28,7 +31,7 @@ def exists(path: str) -> bool:
 def write_atomically(path: str, data: bytes) -> None:
     """Write to a temporary name, then rename: readers never see a partial file."""
     # pid and thread in the temporary name: two workers may stage the same image at once.
-    temporary = f"{path}.partial-{os.getpid()}-{threading.get_ident()}"
+    temporary = layout.partial_path(path, f"{os.getpid()}-{threading.get_ident()}")
     if not is_remote(path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(temporary, "wb") as f:
@@ -43,6 +46,15 @@ def write_atomically(path: str, data: bytes) -> None:
 def read_file(path: str) -> bytes:
     with FileSystems.open(path, compression_type="uncompressed") as f:
         return f.read()
+
+
+def sha256(path: str) -> str:
+    """A file's sha256, read in 1 MiB blocks: shards may be far larger than memory allows twice."""
+    digest = hashlib.sha256()
+    with (open(path, "rb") if not is_remote(path) else FileSystems.open(path, compression_type="uncompressed")) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str):

@@ -1,6 +1,7 @@
 """The layout of an output directory (OUT): the one place that names its folders and files.
 
-    OUT/manifest.json           the run: command, inputs, funnel, shard sizes, later changes
+    OUT/manifest.json           the run: command, inputs, funnel, shard sizes, later changes,
+                                the sha256 of every file in shards/, ledger/ and stats/
     OUT/shards/NNNNN.tar        WebDataset shards, each with its index NNNNN.parquet
     OUT/shards/sizes.json       samples per shard (by tar name)
     OUT/ledger/revRRR-partPPPPP.parquet
@@ -9,6 +10,9 @@
     OUT/.openwit/run.json       the command's fingerprint; OUT/.openwit/rebuild/: the
                                 rebuild of --retry-failed and --extend
     OUT/croissant.json          `openwit audit croissant`'s default place
+
+OWNED lists these top-level names: openwit removes or replaces nothing else in OUT, and
+refuses an OUT that holds anything else (docs/design.md, "Output directory rule").
 
 Other modules ask here for a path instead of spelling one. Only names live here (no I/O,
 no Beam import), so the trainer can use it too. Paths are joined with os.path.join, remote
@@ -32,10 +36,19 @@ BALANCE = "balance.json"
 RECEIPTS = "fetched"
 TAR = ".tar"
 INDEX = ".parquet"
+# The folders the manifest's digests cover, every file in them (output/manifest.py): the
+# dataset itself. Staging and openwit's own bookkeeping are working state, not the release.
+DIGESTED = (SHARDS, LEDGER, STATS)
 # openwit's own bookkeeping, apart from the dataset
 STATE = ".openwit"
 RUN_FILE = os.path.join(STATE, "run.json")
 REBUILD = os.path.join(STATE, "rebuild")
+# Every top-level name openwit creates in OUT, and the only ones it ever removes or replaces
+# (docs/design.md, "Output directory rule"). croissant.json is `audit croissant`'s default
+# place, so it is openwit's there; anything the user adds under another name is foreign.
+OWNED = (SHARDS, LEDGER, STATS, STAGING, MANIFEST, STATE, CROISSANT)
+# files.write_atomically's temporary suffix: a crash may leave "manifest.json.partial-..." in OUT.
+PARTIAL = ".partial-"
 
 
 # ------------------------------------------------------------------ OUT
@@ -81,6 +94,32 @@ def run_file(out: str) -> str:
 
 def rebuild_dir(out: str) -> str:
     return os.path.join(out, REBUILD)
+
+
+def partial_path(path: str, tag: str) -> str:
+    """The temporary name a file is written under before it is renamed into place."""
+    return f"{path}{PARTIAL}{tag}"
+
+
+def is_owned(name: str) -> bool:
+    """Whether a top-level name of OUT is one openwit writes (or its unfinished temporary)."""
+    return name in OWNED or any(name.startswith(owned + PARTIAL) for owned in OWNED)
+
+
+def foreign_names(names) -> list[str]:
+    """The top-level names of OUT that openwit did not write, sorted. Without OUT/.openwit
+    (written before anything else) none is openwit's: a folder of the user's own files may
+    hold a "stats" or a "manifest.json" too."""
+    names = set(names)
+    if STATE not in names:
+        return sorted(names)
+    return sorted(name for name in names if not is_owned(name))
+
+
+def owned_removal_order(names) -> list[str]:
+    """openwit's own names of OUT, in the order --overwrite removes them: .openwit last, so
+    that a crash midway leaves either the mark (the rest is still openwit's) or an empty OUT."""
+    return sorted((name for name in names if is_owned(name)), key=lambda name: (name == STATE, name))
 
 
 def restart_paths(out: str) -> list[str]:
@@ -145,7 +184,7 @@ def revision_prefix(revision: int) -> str:
     return f"rev{revision:03d}-"
 
 
-def ledger_part(ledger: str, part: int, revision: int = 0) -> str:
+def ledger_part_path(ledger: str, part: int, revision: int = 0) -> str:
     return os.path.join(ledger, f"{revision_prefix(revision)}part{part:05d}.parquet")
 
 

@@ -32,7 +32,7 @@ def write_ledger_part(ledger_dir: str, part: int, records: list[Record], revisio
     table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
     out = io.BytesIO()
     pq.write_table(table, out)
-    path = layout.ledger_part(ledger_dir, part, revision)
+    path = layout.ledger_part_path(ledger_dir, part, revision)
     files.write_atomically(path, out.getvalue())
     return path
 

@@ -114,6 +114,20 @@ def cluster_labels(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 # --- decontamination against an eval set's hashes ---------------------------------------
 
+# The hashes file's metadata key for its hash method: decontamination compares like with like.
+HASH_METHOD_KEY = b"openwit.hash_method"
+
+
+def hash_method_of(path: str) -> str:
+    """The perceptual hash method a hashes.parquet was written with."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    if HASH_METHOD_KEY not in metadata:
+        raise ValueError(f"{path} was not written by `openwit hashes export` (no hash method recorded)")
+    return metadata[HASH_METHOD_KEY].decode()
+
+
 class EvalHashes:
     """The perceptual hashes of an evaluation set (from `openwit hashes export`)."""
 

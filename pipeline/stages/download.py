@@ -21,7 +21,7 @@ def lasting(record: Record) -> bool:
     """Whether the download's outcome would be the same next time: kept going, or a permanent drop."""
     if record.status != DROPPED:
         return True
-    return record.reason != "internal_error" and not REASONS[record.reason].transient
+    return not REASONS[record.reason].transient  # internal_error is transient: a fixed version retries it
 
 
 def record_from_download(

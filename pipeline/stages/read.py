@@ -19,12 +19,14 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from openwit.pipeline.common.flags import opt
+from openwit.pipeline.common.urls import SCHEMES
 from openwit.schemas.record import Record, drop, make_uid
 
 FORMATS = ("parquet", "jsonl", "csv", "tsv", "warc", "wat")
 # Marker keys a row may carry besides its columns (row readers and stages/extract.py set them):
 MALFORMED = "__malformed__"  # why the row is unusable; it becomes a malformed_row drop
 SOURCE = "__source__"  # where inside the file it came from, e.g. the WARC record id
+ROW_MARKERS = (MALFORMED, SOURCE)
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the 128 KiB default would end a run on one long caption
 
 
@@ -84,7 +86,7 @@ def _archive_rows(path: str, fmt: str, cfg: ReadConfig) -> Iterator[dict]:
         for row in rows(raw):
             renamed = {cfg.url_col: row.get("url"), cfg.caption_col: row.get("caption"),
                        cfg.page_url_col: row.get("page_url")}
-            yield {**renamed, **{k: v for k, v in row.items() if k.startswith("__")}}
+            yield {**renamed, **{k: v for k, v in row.items() if k in ROW_MARKERS}}
 
 
 def _delimited_rows(text: str, path: str, fmt: str, cfg: ReadConfig) -> Iterator[dict]:
@@ -142,7 +144,8 @@ def make_candidate(row: dict, source_name: str, row_number: int, cfg: ReadConfig
         return drop(record, "missing_url")
     if not caption:
         return drop(record, "missing_caption")
-    if not url.lower().startswith(("http://", "https://")):
+    scheme, separator, _ = url.partition("://")
+    if not separator or scheme.lower() not in SCHEMES:
         return drop(record, "unsupported_scheme", url.split(":", 1)[0][:20])
     return record
 

@@ -39,17 +39,22 @@ def sample_key(record: Record) -> str:
     return record.uid
 
 
+def text_members(record: Record) -> dict[str, bytes]:
+    """A sample's members besides its image (KEY.<image_format>): KEY.txt and KEY.json.
+    audit verify rebuilds them from the ledger row with this and expects exactly these."""
+    return {
+        "txt": record.caption.encode("utf-8"),
+        "json": json.dumps(sample_metadata(record), sort_keys=True, ensure_ascii=False).encode("utf-8"),
+    }
+
+
 def build_tar(records: list[Record], read_image: Callable[[str], bytes]) -> bytes:
     """The tar bytes of one shard; `records` must already carry their keys, sorted."""
     out = io.BytesIO()
     writer = wds.TarWriter(out, encoder=False, mtime=TAR_MTIME, user="openwit", group="openwit")
     for record in records:
-        writer.write({
-            "__key__": record.key,
-            record.image_format: read_image(record.image_path),
-            "txt": record.caption.encode("utf-8"),
-            "json": json.dumps(sample_metadata(record), sort_keys=True, ensure_ascii=False).encode("utf-8"),
-        })
+        image = {record.image_format: read_image(record.image_path)}
+        writer.write({"__key__": record.key, **image, **text_members(record)})
     writer.close()
     return out.getvalue()
 
