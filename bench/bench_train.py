@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from openwit.pipeline.output import layout
+
 # The tiny shape of openwit's default TrainConfig, in open_clip's config format.
 TINY = {"embed_dim": 64,
         "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
@@ -31,7 +33,7 @@ TINY = {"embed_dim": 64,
 def demo_shards(tmp: str) -> str:
     subprocess.run([sys.executable, "-m", "openwit.pipeline.cli", "demo", "--output", os.path.join(tmp, "demo"),
                     "--images", "600", "--steps", "0"], check=True, capture_output=True)
-    return os.path.join(tmp, "demo", "curated", "shards")
+    return layout.shards_dir(os.path.join(tmp, "demo", "curated"))
 
 
 def openwit_rate(shards: str, steps: int, batch: int, device: str, tmp: str) -> float:
@@ -68,7 +70,7 @@ def openclip_rate(venv: str, shards: str, steps: int, batch: int, device: str, t
     with open(os.path.join(config_dir, "openwit-tiny.json"), "w") as f:
         json.dump(TINY, f)
     tars = sorted(glob.glob(os.path.join(shards, "*.tar")))
-    sizes = json.load(open(os.path.join(shards, "sizes.json")))
+    sizes = json.load(open(layout.sizes_path(shards)))
     samples = sum(sizes.values())
     pattern = os.path.join(shards, f"{{{os.path.basename(tars[0])[:-4]}..{os.path.basename(tars[-1])[:-4]}}}.tar")
     command = [python, "-m", "open_clip_train.main", "--train-data", pattern, "--dataset-type", "webdataset",

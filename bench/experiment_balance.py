@@ -38,6 +38,7 @@ import webdataset as wds
 
 from openwit.pipeline.demo import web as demo_web
 from openwit.pipeline.curate.run import curate
+from openwit.pipeline.output import layout
 from openwit.pipeline.output.ledger import current_state, read_ledger
 from openwit.pipeline.config import parse_curate_args
 from openwit.trainer.config import TrainConfig
@@ -150,16 +151,16 @@ def curate_variants(s: Settings, candidates: str, vocab: str) -> dict:
     matched = curate_into(os.path.join(root, "matched"), candidates, vocab, "--threshold", "1000000000")
     balanced = curate_into(os.path.join(root, "balanced"), candidates, vocab, "--tail-fraction", str(TAIL_FRACTION))
     size, t = balanced["funnel"]["kept"], balanced["balancing"]["threshold"]
-    subsample_shards(os.path.join(root, "matched", "shards"), os.path.join(root, "unbalanced", "shards"), size, 0)
-    scorer = train_one(s, os.path.join(root, "matched", "shards"), os.path.join(s.out, "scorer.pt"), seed=100)
+    subsample_shards(layout.shards_dir(os.path.join(root, "matched")), layout.shards_dir(os.path.join(root, "unbalanced")), size, 0)
+    scorer = train_one(s, layout.shards_dir(os.path.join(root, "matched")), os.path.join(s.out, "scorer.pt"), seed=100)
     recorded = os.path.join(root, "scores")
     curate_into(recorded, candidates, vocab, "--threshold", "1000000000", "--score-model", scorer)
     scores = sorted((r["clip_score"] for r in kept_rows(recorded)), reverse=True)
     cut = scores[min(size, len(scores)) - 1]
     curate_into(os.path.join(root, "scored"), candidates, vocab, "--threshold", "1000000000",
                 "--score-model", scorer, "--min-score", f"{cut:.6f}")
-    shards = {v: os.path.join(root, v, "shards") for v in ("unbalanced", "balanced", "scored")}
-    shards["online"] = os.path.join(root, "matched", "shards")
+    shards = {v: layout.shards_dir(os.path.join(root, v)) for v in ("unbalanced", "balanced", "scored")}
+    shards["online"] = layout.shards_dir(os.path.join(root, "matched"))
     return {"shards": shards, "threshold": t, "size": size, "pool_kept": matched["funnel"]["kept"],
             "min_score": cut}
 

@@ -55,6 +55,7 @@ class CurateConfig:
     shard_count: int = opt(0, "number of shard buckets (0: kept / --samples-per-shard); the manifest records it, "
                            "and --retry-failed and --extend keep it so the layout stays stable")
     staging_dir: Optional[str] = None  # default OUT/staging
+    blocklist: Optional[str] = None  # takedowns to apply; default OUT/.openwit/blocklist.json (a rebuild names OUT's)
     ledger_parts: int = opt(8, "number of ledger Parquet parts")
     overwrite: bool = opt(False, "replace a different openwit command's output in OUT (only openwit's own "
                                "files: an OUT holding anything else is refused)")

@@ -69,6 +69,8 @@ _REASONS = [
     Reason("balanced_out_final", "balance_final", False, "not drawn by balancing of the survivors (cap t)"),
     Reason("takedown", "takedown", False, "removed after release by `openwit takedown` (an owner's request); "
            "the row's recorded_at says when"),
+    Reason("taken_down", "takedown", False, "on OUT's takedown blocklist (a URL, page, domain or uid taken down "
+           "before, or the same picture: its sha256, or a pHash within --near-dup-distance); never published"),
 ]
 
 # Raised by openwit's own code, in whichever stage it happened: a bug, recorded instead of

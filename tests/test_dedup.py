@@ -4,8 +4,9 @@ import pytest
 from openwit.pipeline.common.urls import normalize_url
 from openwit.pipeline.stages.dedup import (
     EvalHashes, band_keys, cluster_labels, decontaminate, dedup_group, edges_in_band, exact_key, near_dup_group,
-    url_dedup_group,
+    phash_distance, survivor_order, url_dedup_group,
 )
+from openwit.pipeline.common import neardup
 from openwit.pipeline.common.neardup import near_duplicate_clusters
 from openwit.schemas.record import Record
 
@@ -125,10 +126,121 @@ def test_band_groups_give_the_kernels_clusters(k):
 def test_near_dup_survivor_and_details():
     group = [sample(u, w, h).update(phash=p) for u, w, h, p in [
         ("a", 300, 200, "ffff000000000000"), ("b", 600, 400, "ffff000000000001"), ("c", 600, 400, "ffff000000000003")]]
-    out = {r.uid: r for r in near_dup_group(group)}
+    out = {r.uid: r for r in near_dup_group(group, 8)}
     assert out["b"].status == "active"
     assert (out["a"].reason, out["a"].duplicate_of) == ("near_duplicate", "b")
-    assert out["c"].detail == "phash ffff000000000003 at distance 1 from ffff000000000001"
+    assert out["c"].detail == "phash ffff000000000003 at distance 1 from ffff000000000001 of b"
+
+
+def flipped(value: int, bits) -> str:
+    return f"{value ^ sum(1 << int(b) for b in bits):016x}"
+
+
+def test_a_chain_keeps_both_ends():
+    """A~B and B~C within k, A and C 2k apart: one component, but C is no copy of A."""
+    a = 0x0123456789ABCDEF
+    group = [sample("a", 900, 900).update(phash=flipped(a, [])),
+             sample("b", 600, 600).update(phash=flipped(a, range(8))),
+             sample("c", 300, 300).update(phash=flipped(a, range(16)))]
+    for order in (group, group[::-1]):
+        out = {r.uid: r for r in near_dup_group(order, 8)}
+        assert out["a"].status == out["c"].status == "active"
+        assert (out["b"].reason, out["b"].duplicate_of) == ("near_duplicate", "a")
+        assert out["b"].detail.endswith(f"at distance 8 from {flipped(a, [])} of a")
+    # The middle one first: it claims both ends, each within k of it.
+    group[1] = group[1].update(original_width=2000)
+    out = {r.uid: r for r in near_dup_group(group, 8)}
+    assert [r.uid for r in out.values() if r.status == "active"] == ["b"]
+    assert out["a"].duplicate_of == out["c"].duplicate_of == "b"
+
+
+def check_stars(out: list, k: int) -> list:
+    """Every near-dup drop within k of the survivor it names; survivors pairwise > k."""
+    by_uid = {r.uid: r for r in out}
+    kept = [r for r in out if r.status == "active"]
+    for r in out:
+        if r.status != "active":
+            survivor = by_uid[r.duplicate_of]
+            assert survivor.status == "active" and phash_distance(r.phash, survivor.phash) <= k, r
+    values = np.array([int(r.phash, 16) for r in kept], dtype=np.uint64)
+    for i in range(len(values)):  # survivors of one component are few
+        assert (np.bitwise_count(values[i + 1:] ^ values[i]) > k).all()
+    return kept
+
+
+def test_planted_chains_never_drop_far_from_the_survivor():
+    rng = np.random.default_rng(7)
+    k, out = 6, []
+    for chain in range(300):
+        start, length = int(rng.integers(0, 2**63)), int(rng.integers(3, 9))
+        bits = rng.permutation(64)
+        # link i is `i * k` fresh bits away from the start: consecutive links k apart
+        group = [sample(f"{chain}-{i}", int(rng.integers(1, 4)) * 100, 100).update(
+            phash=flipped(start, bits[:i * k] if i * k <= 64 else bits)) for i in range(min(length, 10))]
+        got = list(near_dup_group(group, k))
+        kept = check_stars(got, k)
+        assert len(kept) >= (len({r.phash for r in group}) + 2) // 3  # a star covers at most 3 links
+        out += got
+    assert sum(r.status != "active" for r in out) > 300
+
+
+def brute_force_stars(records: list, k: int) -> dict:
+    """uid -> survivor uid, by definition: in survivor order, a pHash's centre is the first
+    earlier centre within k, else itself; a record's survivor is its centre's best record."""
+    records = sorted(records, key=survivor_order)
+    centres, best, centre_of = [], {}, {}
+    for r in records:
+        if r.phash in centre_of:
+            continue
+        value = int(r.phash, 16)
+        close = [c for c in centres if (c ^ value).bit_count() <= k] if len(centres) < 64 else \
+            np.array(centres, dtype=np.uint64)[np.bitwise_count(np.array(centres, dtype=np.uint64) ^ np.uint64(value)) <= k]
+        if len(close):
+            centre_of[r.phash] = f"{int(close[0]):016x}"
+        else:
+            centres.append(value)
+            centre_of[r.phash] = r.phash
+            best[r.phash] = r.uid
+    return {r.uid: best[centre_of[r.phash]] for r in records}
+
+
+@pytest.mark.parametrize("k", [3, 8])
+def test_band_groups_and_stars_equal_brute_force_on_20k_hashes(k):
+    rng = np.random.default_rng(100 + k)
+    base = rng.integers(0, 2**64 - 1, size=12000, dtype=np.uint64, endpoint=True)
+    values = [int(v) for v in base]
+    for step in range(4):  # chains: copies of copies, each 1..k bits from the last
+        for v in values[step * 2000:(step + 1) * 2000]:
+            values.append(int(flipped(v, rng.choice(64, size=int(rng.integers(1, k + 1)), replace=False)), 16))
+    records = [sample(f"u{i:05d}", int(rng.integers(1, 5)) * 100, 100).update(phash=f"{v:016x}")
+               for i, v in enumerate(values)]
+    records += [sample(f"x{i:05d}", 400, 100).update(phash=r.phash) for i, r in enumerate(records[:500])]
+    labels = beam_shaped_clusters([r.phash for r in records], k)
+    groups = {}
+    for r in records:
+        groups.setdefault(labels[r.phash], []).append(r)
+    out = [r for group in groups.values() for r in near_dup_group(group, k)]
+    got = {r.uid: r.duplicate_of or r.uid for r in out}
+    assert got == brute_force_stars(records, k)
+    assert sum(r.status != "active" for r in out) > 2000
+    by_uid = {r.uid: r for r in out}
+    for group in groups.values():
+        check_stars([by_uid[r.uid] for r in group], k)
+
+
+def test_a_giant_component_of_near_blank_hashes_is_split_into_stars():
+    """100K distinct sparse hashes (flat, near-blank images: few bits set) form one
+    component at k = 8; star clustering splits it on one worker, in O(n) memory."""
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 64, size=(150000, 7))
+    values = np.unique(np.bitwise_or.reduce(np.uint64(1) << bits.astype(np.uint64), axis=1))[:100000]
+    assert len(values) == 100000
+    centre = neardup.star_centers(values, 8)
+    assert (np.bitwise_count(values ^ values[centre]) <= 8).all()
+    centres = values[np.unique(centre)]
+    assert 1 < len(centres) < 1000
+    for i in range(len(centres)):
+        assert (np.bitwise_count(centres[i + 1:] ^ centres[i]) > 8).all()
 
 
 def test_decontamination_names_the_nearest_eval_item():

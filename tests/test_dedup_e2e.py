@@ -94,6 +94,19 @@ def test_every_copy_joins_its_largest_version(run):
             assert by_uid[loser["duplicate_of"]]["phash"]
 
 
+def test_no_near_duplicate_drop_is_farther_than_k_from_its_survivor(run):
+    """Clusters are stars, not chains: each drop names a survivor within --near-dup-distance
+    (the default, 8), and its detail records that distance and the survivor."""
+    by_uid = {r["uid"]: r for r in run["state"]}
+    drops = [r for r in run["state"] if r["reason"] == "near_duplicate"]
+    assert drops
+    for r in drops:
+        survivor = by_uid[r["duplicate_of"]]
+        distance = (int(r["phash"], 16) ^ int(survivor["phash"], 16)).bit_count()
+        assert distance <= 8, r
+        assert r["detail"] == f"phash {r['phash']} at distance {distance} from {survivor['phash']} of {survivor['uid']}"
+
+
 def test_distinct_images_are_not_merged(run):
     for seed in PLAIN:
         assert run["by_url"][f"img/{seed}.jpg"]["status"] == "kept"

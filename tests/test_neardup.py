@@ -112,3 +112,22 @@ def test_low_entropy_hashes_with_tiny_buckets_equal_brute_force(seed):
     hashes = np.unique(base ^ mask)
     for k in (3, 6, 8):
         assert np.array_equal(near_duplicate_pairs(hashes, k, max_bucket=32), brute_force_pairs(hashes, k)), k
+
+
+@pytest.mark.parametrize("k", [2, 6])
+def test_star_clusters_equal_the_greedy_definition(k):
+    """Components then stars (what the Beam graph does) = over all values, in priority
+    order: a value's centre is the first earlier centre within k, else itself."""
+    rng = np.random.default_rng(k)
+    base = rng.integers(0, 2**16, size=3000, dtype=np.uint64)  # low entropy: long chains
+    values = np.unique(base | np.uint64(0xABCD) << np.uint64(48))
+    values = values[rng.permutation(len(values))]  # priority order: any order
+    centre = neardup.near_duplicate_stars(values, k)
+    expected, centres = [], []
+    for i, v in enumerate(values):
+        close = [c for c in centres if int(np.bitwise_count(values[c] ^ v)) <= k]
+        expected.append(close[0] if close else i)
+        centres += [] if close else [i]
+    assert centre.tolist() == expected
+    assert (np.bitwise_count(values ^ values[centre]) <= k).all()
+    assert len(centres) > len(set(components(len(values), near_duplicate_pairs(values, k)).tolist()))

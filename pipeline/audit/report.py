@@ -12,6 +12,7 @@ from openwit.pipeline.output import layout, ledger, shards
 from openwit.pipeline.output.manifest import read_manifest
 from openwit.pipeline.audit.summary import balancing_effect, language_counts
 from openwit.pipeline.stages.image import OUTPUT_FORMATS
+from openwit.schemas.record import KEPT
 
 WIDTH = 760
 COLUMNS = ["uid", "revision", "status", "stage", "reason", "language", "original_width", "original_height",
@@ -90,7 +91,7 @@ def size_bins(rows: list[dict]) -> list[tuple[str, int]]:
     """Kept images by the shorter side of the original, in power-of-two bins."""
     bins = {}
     for row in rows:
-        if row["status"] == "kept" and row["original_width"] and row["original_height"]:
+        if row["status"] == KEPT and row["original_width"] and row["original_height"]:
             side = min(row["original_width"], row["original_height"])
             low = 2 ** int(math.log2(side))
             bins[low] = bins.get(low, 0) + 1
@@ -128,7 +129,7 @@ def funnel_table(steps: list[tuple[str, int]]) -> str:
 def build_report(out_dir: str) -> str:
     state = ledger.current_state(ledger.read_ledger(out_dir, columns=COLUMNS))
     rows = state.to_pylist()
-    kept = {r["key"]: r for r in rows if r["status"] == "kept"}
+    kept = {r["key"]: r for r in rows if r["status"] == KEPT}
     steps = ledger.funnel(state)
     manifest = read_manifest(out_dir)
     sections = [

@@ -6,6 +6,11 @@ sizes.json and the shard indexes follow, and one `takedown` row per candidate is
 the ledger at a new revision with its time, superseding the kept (or dropped) row. A
 candidate taken down once is not taken down again. `openwit audit verify` stays green.
 
+What was removed is added to OUT's blocklist (stages/blocklist.py: uids, URLs, domains, and
+the sha256s and pHash of every removed candidate's image), which every later run on OUT
+applies, and the removed candidates' receipts and staged images leave OUT's staging, so a
+later --extend cannot publish them again from there.
+
 This module decides what to take down; rewriting shards, the ledger's new rows and the
 manifest refresh are output/ operations (shards, ledger, manifest).
 """
@@ -17,20 +22,17 @@ import sys
 
 from openwit.pipeline.common.flags import lines_file
 from openwit.pipeline.common.clock import utc_now
-from openwit.pipeline.common.urls import domain_host, host_of, normalize_url
-from openwit.pipeline.output import layout, ledger, shards
-from openwit.pipeline.output.manifest import update_manifest
+from openwit.pipeline.config import CurateConfig
+from openwit.pipeline.download import staging
+from openwit.pipeline.output import files, layout, ledger, shards
+from openwit.pipeline.output.manifest import read_manifest, update_manifest
+from openwit.pipeline.stages.blocklist import Blocklist, blocklist_entry, distance_of
 from openwit.schemas.record import Record, drop
 
 
 def matches(row: dict, urls: set, uids: set, domains: set) -> bool:
     """Whether a ledger row is named by the request. A domain covers its subdomains."""
-    if row["uid"] in uids:
-        return True
-    if urls and ({normalize_url(row["url"] or ""), normalize_url(row["page_url"] or "")} & urls):
-        return True
-    hosts = {host_of(row["url"]), host_of(row["page_url"])} - {""}
-    return any(host == d or host.endswith("." + d) for host in hosts for d in domains)
+    return Blocklist(uids, urls, domains).named(row["uid"], row["url"], row["page_url"]) is not None
 
 
 def taken_down_row(row: dict, note: str) -> Record:
@@ -39,12 +41,52 @@ def taken_down_row(row: dict, note: str) -> Record:
     return drop(ledger.to_record(row), "takedown", (note or "takedown request") + was).update(shard=None, key=None)
 
 
+def recorded_config(out_dir: str):
+    """The curate config OUT was made with (its staging, image and dedup settings), or None."""
+    manifest = read_manifest(out_dir)
+    return CurateConfig.from_dict(manifest["config"]) if manifest else None
+
+
+def blocked_rows(out_dir: str, state: list, request: Blocklist, cfg) -> tuple[Blocklist, list]:
+    """OUT's blocklist with this request added, and the current rows it takes down: those the
+    request names, and kept samples of a picture a named candidate had (sha256, or pHash
+    within the near-dup distance; docs/provenance.md, "Takedowns stay down")."""
+    old = Blocklist.load(layout.blocklist_path(out_dir))
+    named = [r for r in state if request.named(r["uid"], r["url"], r["page_url"])
+             or (r["status"] == "kept" and old.named(r["uid"], r["url"], r["page_url"]))]
+    blocklist = old.extended(request.uids, request.urls, request.domains, [blocklist_entry(r) for r in named])
+    k = distance_of(cfg.near_dup_distance) if cfg else 0
+    uids = {r["uid"] for r in named}
+    same_picture = [r for r in state if r["uid"] not in uids and r["status"] == "kept"
+                    and blocklist.content(r["sha256"], r["stored_sha256"], r["phash"], k)]
+    return blocklist, named + same_picture
+
+
+def purge_staging(out_dir: str, cfg, removed: list, state: list) -> int:
+    """Remove the removed candidates' receipts and staged images (the bytes openwit staged for
+    them); an image a still-kept sample shares (same sha256) stays. -> files removed."""
+    if cfg is None:
+        return 0
+    staging_dir = cfg.staging_dir or layout.staging_dir(out_dir)
+    gone = {r["uid"] for r in removed}
+    still_kept = {r["sha256"] for r in state if r["status"] == "kept" and r["uid"] not in gone}
+    doomed = {layout.receipt(staging_dir, staging.receipt_key(r["url"], cfg.image, cfg.download))
+              for r in removed if r["url"]}
+    doomed |= {staging.staged_path(staging_dir, r["sha256"], r["image_format"]) for r in removed
+               if r["sha256"] and r["image_format"] and r["sha256"] not in still_kept}
+    present = sorted(path for path in doomed if files.exists(path))
+    for path in present:
+        files.remove(path)
+    return len(present)
+
+
 def takedown(out_dir: str, urls=(), uids=(), domains=(), note: str = "") -> dict:
     table = ledger.read_ledger(out_dir)
     state = ledger.current_state(table).to_pylist()
-    urls = {normalize_url(u) for u in urls}
-    named = [r for r in state if matches(r, urls, set(uids), {domain_host(d) for d in domains})]
-    todo = [r for r in named if r["reason"] != "takedown"]
+    cfg = recorded_config(out_dir)
+    blocklist, named = blocked_rows(out_dir, state, Blocklist(uids, urls, domains), cfg)
+    blocklist.save(layout.blocklist_path(out_dir))  # first: from now on every run applies it
+    todo = [r for r in named if r["reason"] not in ("takedown", "taken_down")]
     recorded_at = utc_now()
     revision = ledger.next_revision(table)
     by_shard = {}
@@ -55,8 +97,10 @@ def takedown(out_dir: str, urls=(), uids=(), domains=(), note: str = "") -> dict
     sizes = {shard: shards.rewrite_shard(shards_dir, shard, keys) for shard, keys in sorted(by_shard.items())}
     shards.update_sizes(shards_dir, sizes)
     ledger.append_rows(out_dir, [taken_down_row(r, note) for r in todo], revision, recorded_at)
+    purged = purge_staging(out_dir, cfg, named, state)
     result = {"at": recorded_at, "revision": revision, "named": len(named), "taken_down": len(todo),
-              "samples_removed": sum(len(k) for k in by_shard.values()), "shards_rewritten": sorted(by_shard)}
+              "samples_removed": sum(len(k) for k in by_shard.values()), "shards_rewritten": sorted(by_shard),
+              "staged_files_removed": purged}
     update_manifest(out_dir, result)
     return result
 

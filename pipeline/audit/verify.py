@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from openwit.pipeline.output import layout, ledger, manifest as manifests, shards
 from openwit.pipeline.stages import match, write
+from openwit.pipeline.stages.blocklist import Blocklist, distance_of
 from openwit.schemas.reasons import REASONS
 from openwit.schemas.record import SHARD_INDEX_SCHEMA, sample_metadata
 
@@ -221,6 +222,21 @@ def changed_columns(expected, found) -> str:
     return f" (changed columns: {', '.join(names)})" if names else " (no column's data changed: its metadata did)"
 
 
+def check_blocklist(out_dir: str, manifest, kept: dict) -> Iterator[str]:
+    """No kept sample is on OUT's takedown blocklist: not by uid, URL or domain, and not by
+    its picture (sha256, or pHash within the run's near-dup distance)."""
+    blocklist = Blocklist.load(layout.blocklist_path(out_dir))
+    if not blocklist:
+        return
+    near = ((manifest or {}).get("config") or {}).get("near_dup_distance", 0)
+    k = distance_of(near if isinstance(near, int) else 0)
+    for (shard, key), row in sorted(kept.items()):
+        why = (blocklist.named(row["uid"], row["url"], row["page_url"])
+               or blocklist.content(row["sha256"], row["stored_sha256"], row["phash"], k))
+        if why:
+            yield f"{shard}/{key}: published, but on the takedown blocklist ({why})"
+
+
 def verify_output(out_dir: str) -> tuple[list[str], list[str]]:
     """(violations, notes) of OUT. Notes say what could not be checked and are no failure."""
     table = ledger.read_ledger(out_dir)
@@ -229,7 +245,7 @@ def verify_output(out_dir: str) -> tuple[list[str], list[str]]:
     manifest = manifests.read_manifest(out_dir)
     notes = [NO_DIGESTS] if manifest is not None and "digests" not in manifest else []
     violations = [*check_ledger(table, state), *check_manifest(out_dir, manifest, state),
-                  *check_shards(out_dir, kept)]
+                  *check_shards(out_dir, kept), *check_blocklist(out_dir, manifest, kept)]
     return violations, notes
 
 

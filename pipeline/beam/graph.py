@@ -23,6 +23,8 @@ from openwit.pipeline.beam.download_fn import DownloadFn
 from openwit.pipeline.beam.stage import CANDIDATES, KEPT_COUNTER, apply_stage, count, load_once, route
 from openwit.pipeline.common.urls import normalize_url
 from openwit.pipeline.config import CurateConfig
+from openwit.pipeline.output import files as output_files
+from openwit.pipeline.stages import blocklist as blocklist_stage
 from openwit.pipeline.stages import dedup, match, read, text, write
 from openwit.schemas.record import DROPPED
 
@@ -65,7 +67,34 @@ def read_stage(p: beam.Pipeline, cfg: CurateConfig):
         | "InputFiles" >> beam.Create(files)
         | "ReadFiles" >> beam.FlatMap(lambda f: read.read_candidates(f[0], f[1], cfg.read))
     )
-    return apply_stage(rows, "read", build_read)
+    candidates, dropped = apply_stage(rows, "read", build_read)
+    blocklist = load_blocklist(cfg)
+    if not blocklist:
+        return candidates, dropped
+    # right after read: a taken-down uid, URL or domain is never counted, balanced or fetched
+    candidates, blocked = apply_stage(candidates, "takedown", functools.partial(build_check_named, blocklist))
+    return candidates, (dropped, blocked) | "ReadDropped" >> beam.Flatten()
+
+
+def load_blocklist(cfg: CurateConfig) -> blocklist_stage.Blocklist:
+    """OUT's takedown blocklist, read once here (small); empty when nothing was taken down."""
+    return blocklist_stage.Blocklist.load(cfg.blocklist or layout.blocklist_path(cfg.output))
+
+
+def build_check_named(blocklist):
+    return lambda r: blocklist_stage.check_named(r, blocklist)
+
+
+def build_check_content(blocklist, k: int):
+    def check(record):
+        checked = blocklist_stage.check_content(record, blocklist, k)
+        if checked.status == DROPPED and record.image_path:
+            # the picture was taken down: its bytes leave staging again (every record with
+            # these original bytes is blocked the same way, so none still needs them)
+            output_files.remove(record.image_path)
+        return checked.update(image_path=None) if checked.status == DROPPED else checked
+
+    return check
 
 
 def sample_pool(candidates, cfg: CurateConfig, vocab_size: int, with_text: bool = True) -> dict:
@@ -116,8 +145,9 @@ def build_score(checkpoint: str, min_score: float):
 def near_dedup(records, k: int, mode: str = "image"):
     """Near-duplicate clusters over pHash, distributed: distinct hash values -> k+1 band
     keys -> verified edges inside each band group -> connected components (one global
-    step over the edges only) -> each record joined to its cluster -> one survivor each
-    (per cluster and caption in `image+caption` mode, which keeps other captions)."""
+    step over the edges only) -> each record joined to its component -> star clustering
+    inside each component: survivors pairwise farther than k, every drop within k of the
+    survivor it names (per component and caption in `image+caption` mode)."""
     keyed = records | "ByPhash" >> beam.Map(lambda r: (r.phash or f"uid:{r.uid}", r))
     edges = (
         keyed
@@ -141,7 +171,7 @@ def near_dedup(records, k: int, mode: str = "image"):
             lambda kv: ((dedup.cluster_key(next(iter(kv[1]["cluster"]), kv[0]), r, mode), r)
                         for r in kv[1]["records"]))
     )
-    return dedup_groups(clustered, "NearDedup", dedup.near_dup_group)
+    return dedup_groups(clustered, "NearDedup", functools.partial(dedup.near_dup_group, k=k))
 
 
 def download_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
@@ -153,6 +183,11 @@ def download_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
         | "Download" >> beam.ParDo(DownloadFn(cfg, staging_dir)).with_outputs(DROPPED, main="kept")
     )
     survivors, drops = downloaded.kept, [downloaded[DROPPED]]
+    blocklist = load_blocklist(cfg)
+    if blocklist:  # the same picture as a taken-down one, under another URL
+        survivors, dropped = apply_stage(survivors, "takedown", functools.partial(
+            build_check_content, blocklist, blocklist_stage.distance_of(cfg.near_dup_distance)))
+        drops.append(dropped)
     if cfg.score_model:  # before dedup: a duplicate group's survivor must be a pair that passed
         survivors, dropped = apply_stage(
             survivors, "score", functools.partial(build_score, cfg.score_model, cfg.min_score))

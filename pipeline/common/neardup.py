@@ -10,8 +10,11 @@ pairs (`band_count` picks m from n). Identical hashes are collapsed first (a log
 remaining bits with the same rule instead of being dropped or compared all-pairs, so one
 common band value cannot blow memory and nothing is lost.
 
-Clusters are the connected components of the "within k" graph over distinct hash values,
-labelled by their smallest member: deterministic whatever the input order.
+Components are the connected components of the "within k" graph over distinct hash values,
+labelled by their smallest member: deterministic whatever the input order. They only route
+work: a component can chain (A~B~C with A far from C), so duplicates are decided inside each
+component by greedy star clustering (`star_centers`): every value lies within k of its
+centre, and centres are pairwise farther than k apart.
 """
 from __future__ import annotations
 
@@ -178,3 +181,34 @@ def near_duplicate_clusters(hashes, k: int, max_bucket: int = 4096) -> np.ndarra
     values, inverse = np.unique(np.asarray(hashes, dtype=np.uint64), return_inverse=True)
     labels = components(len(values), near_duplicate_pairs(values, k, max_bucket))
     return labels[inverse]
+
+
+def star_centers(values, k: int) -> np.ndarray:
+    """Greedy star clustering of hash values given in priority order (the caller's survivor
+    order): the first unclaimed value becomes a centre and claims every unclaimed value
+    within k of it. -> the index of each value's centre (a centre's is its own). Equal to
+    "a value's centre is the first centre within k of it, in priority order". Every value
+    lies within k of its centre; centres are pairwise farther than k apart. Cost: one
+    vectorised scan of the still-unclaimed values per centre, O(n x centres) time, O(n)
+    memory (no edge list: a dense component of n values has ~n^2/2 edges)."""
+    values = np.asarray(values, dtype=np.uint64)
+    centre = np.full(len(values), -1, dtype=np.int64)
+    remaining, left = np.arange(len(values)), values
+    while len(remaining):
+        close = np.bitwise_count(left ^ left[0]) <= k  # left[0]: the first unclaimed, a centre
+        centre[remaining[close]] = remaining[0]
+        remaining, left = remaining[~close], left[~close]
+    return centre
+
+
+def near_duplicate_stars(values, k: int, max_bucket: int = 4096) -> np.ndarray:
+    """Centre index per value, for distinct values in priority order: connected components
+    from the banded kernel, then `star_centers` inside each (what beam/graph.py does)."""
+    values = np.asarray(values, dtype=np.uint64)
+    labels = components(len(values), near_duplicate_pairs(values, k, max_bucket))
+    centre = np.empty(len(values), dtype=np.int64)
+    order = np.argsort(labels, kind="stable")  # members of a component, in priority order
+    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
+    for members in np.split(order, starts[1:]):
+        centre[members] = members[star_centers(values[members], k)]
+    return centre

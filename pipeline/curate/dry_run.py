@@ -9,6 +9,7 @@ from collections import Counter
 from openwit.pipeline.config import CurateConfig
 from openwit.pipeline.common.urls import normalize_url
 from openwit.pipeline.stages import match, read
+from openwit.schemas.record import ACTIVE
 
 
 def sample_candidates(cfg: CurateConfig, per_input: int) -> list:
@@ -25,11 +26,11 @@ def sample_funnel(cfg: CurateConfig, records: list) -> Counter:
     text_rules, matcher = build_text(cfg.text), build_match(cfg.vocab)
     outcomes, urls = Counter(), set()
     for record in records:
-        if record.status == "active":
+        if record.status == ACTIVE:
             record = text_rules(record)
-        if record.status == "active":
+        if record.status == ACTIVE:
             record = matcher(record)
-        if record.status == "active":
+        if record.status == ACTIVE:
             url = normalize_url(record.url)
             outcomes["duplicate_url" if url in urls else "to download"] += 1
             urls.add(url)

@@ -13,7 +13,9 @@ Both rebuild, then merge:
 2. The merge appends a ledger row, at a new revision, for every candidate whose outcome
    changed or that is new. It replaces only the shard files whose bytes changed, and updates
    the stats and the manifest (with a log entry).
-   - Taken-down candidates stay taken down, and their samples stay out of the shards.
+   - Taken-down candidates stay taken down, and their samples stay out of the shards. The
+     rebuild applies OUT's takedown blocklist (stages/blocklist.py): a new candidate with a
+     taken-down URL, domain or picture is dropped as `taken_down`.
    - The merge is idempotent: after a crash, run the same command again.
 
 The inputs are read again (CPU stages only; no download repeats). Paths in the manifest are as
@@ -76,7 +78,7 @@ def rebuild(out_dir: str, action: str, new_inputs=(), beam_args=None) -> dict:
     files.remove(temp)
     cfg = dataclasses.replace(cfg, inputs=cfg.inputs + tuple(new_inputs), output=temp, overwrite=True,
                               shard_count=manifest.get("shard_count") or len(manifest.get("shards") or {}),
-                              staging_dir=layout.staging_dir(out_dir))
+                              staging_dir=layout.staging_dir(out_dir), blocklist=layout.blocklist_path(out_dir))
     argv = ["curate", *_argv_with(manifest["argv"], new_inputs)]
     rebuilt = curate(cfg, with_default_runner(original_beam_args + list(beam_args or [])), argv)
     entry = merge(out_dir, temp, action)

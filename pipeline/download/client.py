@@ -33,7 +33,7 @@ from yarl import URL
 
 from openwit.pipeline import __version__
 from openwit.pipeline.common.flags import lower_comma_list, opt
-from openwit.pipeline.common.keyed import keyed_int
+from openwit.pipeline.common.keyed import uniform
 from openwit.pipeline.common.urls import host_of
 from openwit.pipeline.download.politeness import CircuitBreaker, RatePacer
 from openwit.pipeline.download.resolve import CachingLookup, Lookup, nameserver_lookup, system_lookup
@@ -271,7 +271,7 @@ def retry_delay(result: DownloadResult, attempt: int, url: str, cfg: DownloadCon
     if result.retry_after is not None:
         return result.retry_after if result.retry_after <= cfg.max_retry_after else None
     # Jitter from the URL and attempt, not a random generator: reruns behave the same.
-    jitter = 0.5 + keyed_int(f"{url}\x00{attempt}".encode("utf-8", "replace"), size=2) / 65535
+    jitter = 0.5 + uniform(f"{url}\x00{attempt}".encode("utf-8", "replace"), b"openwit-retry")
     return cfg.backoff * (2**attempt) * jitter
 
 

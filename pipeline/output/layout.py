@@ -8,7 +8,8 @@
     OUT/stats/entries.parquet   per vocabulary entry; OUT/stats/balance.json: the threshold
     OUT/staging/                staged images; OUT/staging/fetched/: download receipts
     OUT/.openwit/run.json       the command's fingerprint; OUT/.openwit/rebuild/: the
-                                rebuild of --retry-failed and --extend
+                                rebuild of --retry-failed and --extend;
+                                OUT/.openwit/blocklist.json: what takedowns removed
     OUT/croissant.json          `openwit audit croissant`'s default place
 
 OWNED lists these top-level names: openwit removes or replaces nothing else in OUT, and
@@ -43,6 +44,9 @@ DIGESTED = (SHARDS, LEDGER, STATS)
 STATE = ".openwit"
 RUN_FILE = os.path.join(STATE, "run.json")
 REBUILD = os.path.join(STATE, "rebuild")
+# What takedowns removed, applied by every later run on this OUT (stages/blocklist.py). Under
+# STATE: it survives restarts, --retry-failed and --extend; --overwrite replaces it with OUT.
+BLOCKLIST = os.path.join(STATE, "blocklist.json")
 # Every top-level name openwit creates in OUT, and the only ones it ever removes or replaces
 # (docs/design.md, "Output directory rule"). croissant.json is `audit croissant`'s default
 # place, so it is openwit's there; anything the user adds under another name is foreign.
@@ -94,6 +98,10 @@ def run_file(out: str) -> str:
 
 def rebuild_dir(out: str) -> str:
     return os.path.join(out, REBUILD)
+
+
+def blocklist_path(out: str) -> str:
+    return os.path.join(out, BLOCKLIST)
 
 
 def partial_path(path: str, tag: str) -> str:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from openwit.pipeline.common.keyed import bucket
 from openwit.pipeline.output import files, layout
 from openwit.schemas.reasons import STAGES
-from openwit.schemas.record import LEDGER_SCHEMA, Record, ledger_row
+from openwit.schemas.record import KEPT, LEDGER_SCHEMA, Record, ledger_row
 
 
 def ledger_part(uid: str, n_parts: int) -> int:
@@ -95,7 +95,7 @@ def current_state(table: pa.Table) -> pa.Table:
 
 def funnel(state: pa.Table) -> list[tuple[str, int]]:
     """(step, candidates still in) after each stage, in pipeline order, from the ledger."""
-    kept = pc.sum(pc.equal(state.column("status"), "kept")).as_py() or 0
+    kept = pc.sum(pc.equal(state.column("status"), KEPT)).as_py() or 0
     return funnel_from_drops(state.num_rows, Counter(state.column("stage").to_pylist()), kept)
 
 

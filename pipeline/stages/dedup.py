@@ -56,17 +56,35 @@ def dedup_group(records: Iterable[Record]) -> Iterator[Record]:
             yield drop(record, "duplicate_image", f"sha256 {record.sha256}", survivor.uid)
 
 
-def near_dup_group(records: Iterable[Record]) -> Iterator[Record]:
-    """One near-duplicate cluster (re-iterable) -> its survivor, and the rest dropped with
-    the Hamming distance of their pHash to the survivor's."""
-    survivor = min(records, key=survivor_order)
+def near_dup_group(records: Iterable[Record], k: int) -> Iterator[Record]:
+    """One connected component of near-duplicates (re-iterable) -> its survivors, and the
+    rest dropped naming a survivor within k of them.
+
+    A component can chain (A~B~C, A far from C), so it is split by greedy star clustering
+    over its distinct pHashes in survivor order (`neardup.star_centers`): the best unclaimed
+    pHash claims every unclaimed one within k. Its best record survives; every other record
+    names the survivor of its star and the Hamming distance to it (<= k). Survivors are
+    pairwise farther than k apart. Two passes over the group, holding one entry per
+    distinct pHash, not the records."""
+    best = {}  # pHash -> survivor_order of its best record: (-area, uid)
     for record in records:
-        if record.uid == survivor.uid:
+        if record.phash is not None and (record.phash not in best or survivor_order(record) < best[record.phash]):
+            best[record.phash] = survivor_order(record)
+    phashes = sorted(best, key=best.get)
+    values = np.fromiter((int(h, 16) for h in phashes), dtype=np.uint64, count=len(phashes))
+    centre_of = {h: phashes[c] for h, c in zip(phashes, neardup.star_centers(values, k))}
+    for record in records:
+        if record.phash is None:  # no hash: its own group (graph.near_dedup keys it by uid)
+            yield record
+            continue
+        centre = centre_of[record.phash]
+        survivor = best[centre][1]
+        if record.uid == survivor:
             yield record
         else:
-            distance = phash_distance(record.phash, survivor.phash)
-            detail = f"phash {record.phash} at distance {distance} from {survivor.phash}"
-            yield drop(record, "near_duplicate", detail, survivor.uid)
+            distance = phash_distance(record.phash, centre)
+            detail = f"phash {record.phash} at distance {distance} from {centre} of {survivor}"
+            yield drop(record, "near_duplicate", detail, survivor)
 
 
 def phash_distance(a: str, b: str) -> int:
@@ -103,7 +121,8 @@ def edges_in_band(band_index: int, phashes: Iterable[str], k: int) -> list[tuple
 
 def cluster_labels(edges: Iterable[tuple[str, str]]) -> dict[str, str]:
     """pHash -> smallest pHash of its connected component, for every pHash that has an
-    edge (one with none is its own cluster). Independent of edge order and repeats."""
+    edge (one with none is its own cluster). Independent of edge order and repeats. A
+    component only routes its records to one `near_dup_group`, which splits it into stars."""
     edges = sorted(set(edges))
     values = sorted({h for edge in edges for h in edge})  # fixed-width hex sorts as numbers
     index = {h: i for i, h in enumerate(values)}
