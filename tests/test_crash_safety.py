@@ -17,6 +17,7 @@ from openwit.pipeline.demo import web as demo_web
 from openwit.pipeline.demo.run import write_web_inputs
 from openwit.pipeline.config import parse_curate_args
 from openwit.pipeline.download import staging
+from openwit.pipeline.output import layout
 from openwit.schemas.record import Record
 from test_curate_e2e import curate_args, output_bytes, run_curate
 
@@ -136,7 +137,7 @@ def test_a_receipt_names_its_image_relative_to_the_staging_it_is_read_from(tmp_p
     moved = str(tmp_path / "moved" / "staging")
     os.rename(str(tmp_path / "first"), str(tmp_path / "moved"))
     reused = staging.reuse_receipt(moved, key, record)
-    assert reused.image_path == staging.staged_path(moved, "ab" * 32, "jpg") and reused.width == 4
+    assert reused.image_path == layout.staged_image(moved, "ab" * 32, "jpg") and reused.width == 4
     os.remove(reused.image_path)  # the staged image is gone: download again
     assert staging.reuse_receipt(moved, key, record) is None
     assert staging.reuse_receipt(moved, staging.receipt_key(record.url + "?v=2", cfg.image, cfg.download), record) is None

@@ -72,7 +72,7 @@ def purge_staging(out_dir: str, cfg, removed: list, state: list) -> int:
     still_kept = {r["sha256"] for r in state if r["status"] == "kept" and r["uid"] not in gone}
     doomed = {layout.receipt(staging_dir, staging.receipt_key(r["url"], cfg.image, cfg.download))
               for r in removed if r["url"]}
-    doomed |= {staging.staged_path(staging_dir, r["sha256"], r["image_format"]) for r in removed
+    doomed |= {layout.staged_image(staging_dir, r["sha256"], r["image_format"]) for r in removed
                if r["sha256"] and r["image_format"] and r["sha256"] not in still_kept}
     present = sorted(path for path in doomed if files.exists(path))
     for path in present:

@@ -22,12 +22,8 @@ from openwit.pipeline.stages.image import ImageConfig
 from openwit.schemas.record import DROPPED, Record, drop
 
 
-def staged_path(staging_dir: str, sha256: str, extension: str) -> str:
-    return layout.staged_image(staging_dir, sha256, extension)
-
-
 def stage_image(staging_dir: str, sha256: str, extension: str, data: bytes) -> str:
-    path = staged_path(staging_dir, sha256, extension)
+    path = layout.staged_image(staging_dir, sha256, extension)
     if not exists(path):  # identical originals give identical processed bytes
         write_atomically(path, data)
     return path
@@ -46,22 +42,18 @@ def receipt_key(url: str, image: ImageConfig, download) -> str:
     return hashlib.sha256(settings.encode("utf-8")).hexdigest()
 
 
-def receipt_path(staging_dir: str, key: str) -> str:
-    return layout.receipt(staging_dir, key)
-
-
 def save_receipt(staging_dir: str, key: str, record: Record) -> None:
     if record.status == DROPPED:
         fields = {"reason": record.reason, "detail": record.detail, "http_status": record.http_status}
     else:
         fields = {name: getattr(record, name) for name in RECEIPT_FIELDS}
-    write_atomically(receipt_path(staging_dir, key), json.dumps(fields, sort_keys=True).encode("utf-8"))
+    write_atomically(layout.receipt(staging_dir, key), json.dumps(fields, sort_keys=True).encode("utf-8"))
 
 
 def reuse_receipt(staging_dir: str, key: str, record: Record) -> Optional[Record]:
     """The record as an earlier download of the same URL left it, or None if there is no
     receipt or its staged image is gone (then the URL is downloaded again)."""
-    path = receipt_path(staging_dir, key)
+    path = layout.receipt(staging_dir, key)
     if not exists(path):
         return None
     try:
@@ -70,7 +62,7 @@ def reuse_receipt(staging_dir: str, key: str, record: Record) -> Optional[Record
         return None
     if fields.get("reason"):  # a permanent failure: never asked again
         return drop(record.update(http_status=fields.get("http_status")), fields["reason"], fields.get("detail") or "")
-    image_path = staged_path(staging_dir, fields.get("sha256") or "", fields.get("image_format") or "")
+    image_path = layout.staged_image(staging_dir, fields.get("sha256") or "", fields.get("image_format") or "")
     if not exists(image_path):
         return None
     return record.update(image_path=image_path, **{name: fields.get(name) for name in RECEIPT_FIELDS})
