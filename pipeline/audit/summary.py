@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from openwit.pipeline.output import files, layout, ledger
 from openwit.pipeline.output.manifest import read_manifest
+from openwit.schemas.record import DROPPED, KEPT
 
 SUMMARY_COLUMNS = ["uid", "revision", "status", "stage", "reason", "language"]
 
@@ -26,7 +27,7 @@ def language_counts(state) -> list[tuple[str, int, int]]:
     counts = {}
     for language, status in zip(state.column("language").to_pylist(), state.column("status").to_pylist()):
         seen, kept = counts.get(language or "-", (0, 0))
-        counts[language or "-"] = (seen + 1, kept + (status == "kept"))
+        counts[language or "-"] = (seen + 1, kept + (status == KEPT))
     return sorted(((lang, n, k) for lang, (n, k) in counts.items()), key=lambda t: (-t[1], t[0]))
 
 
@@ -82,7 +83,7 @@ def describe_row(row: dict, vocab: list) -> list[str]:
     if row.get("language_score") is not None:
         row = {**row, "language_score": round(row["language_score"], 4)}
     lines = [f"  revision {row['revision']}: {row['status']}"
-             + (f" at {row['stage']} ({row['reason']})" if row["status"] == "dropped" else "")]
+             + (f" at {row['stage']} ({row['reason']})" if row["status"] == DROPPED else "")]
     for name, value in row.items():
         if value in (None, [], "") or name in ("revision", "status", "stage", "reason", "uid"):
             continue

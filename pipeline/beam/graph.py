@@ -53,9 +53,11 @@ class WriteShardFn(beam.DoFn):
 
     def process(self, shard_and_records):
         shard, records = shard_and_records
-        kept = write.write_shard(shard, [r for r in records if r is not None], self.shards_dir)
+        kept, digests = write.write_shard_recorded(shard, [r for r in records if r is not None], self.shards_dir)
         count(KEPT_COUNTER, len(kept))
         yield pvalue.TaggedOutput("sizes", (layout.shard_name(shard), len(kept)))
+        for name_and_sha256 in digests:  # the manifest's digests come from these, not a re-read
+            yield pvalue.TaggedOutput("digests", name_and_sha256)
         yield from kept
 
 
@@ -285,12 +287,17 @@ def write_shards(survivors, cfg: CurateConfig, shards_dir: str):
         (assigned, placeholders)
         | "WithPlaceholders" >> beam.Flatten()
         | "GroupShard" >> beam.GroupByKey()
-        | "WriteShard" >> beam.ParDo(WriteShardFn(shards_dir)).with_outputs("sizes", main="kept")
+        | "WriteShard" >> beam.ParDo(WriteShardFn(shards_dir)).with_outputs("sizes", "digests", main="kept")
     )
     _ = (
         written.sizes
         | "AllSizes" >> beam.combiners.ToList()
         | "WriteSizes" >> beam.Map(shards.write_sizes, shards_dir)
+    )
+    _ = (
+        written.digests
+        | "AllDigests" >> beam.combiners.ToList()
+        | "RecordDigests" >> beam.Map(lambda digests: shards.record_digests(shards_dir, digests, replace=True))
     )
     return written
 

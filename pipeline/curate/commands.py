@@ -91,6 +91,7 @@ def extract_main(argv: list[str]) -> int:
     import pyarrow.parquet as pq
 
     from openwit.pipeline.stages import read
+    from openwit.schemas.record import DROPPED
 
     parser = argparse.ArgumentParser(prog="openwit extract", description=extract_main.__doc__)
     parser.add_argument("inputs", nargs="+", help="WARC/WAT files or globs (.warc.gz, .wat.gz, ...)")
@@ -99,7 +100,7 @@ def extract_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     cfg = read.ReadConfig(input_format=args.input_format)
     rows = [{"url": r.url, "caption": r.caption, "page_url": r.page_url, "source": r.source,
-             "error": None if r.status != "dropped" else f"{r.reason}: {r.detail or ''}".strip(": ")}
+             "error": None if r.status != DROPPED else f"{r.reason}: {r.detail or ''}".strip(": ")}
             for path, name in read.expand_inputs(args.inputs) for r in read.read_candidates(path, name, cfg)]
     pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in
                                                                  ("url", "caption", "page_url", "source", "error")])),

@@ -105,6 +105,8 @@ def merge(out_dir: str, temp: str, action: str) -> dict:
     taken_down = {uid for uid, row in old.items() if row["reason"] == "takedown"}
     _remove_samples(temp, [row for row in new if row["uid"] in taken_down and row["status"] == "kept"])
     rewritten = _replace_changed_files(layout.shards_dir(temp), layout.shards_dir(out_dir))
+    # every shard file of the rebuild is now OUT's too, byte for byte: its writers' record holds
+    shards.record_digests(layout.shards_dir(out_dir), shards.recorded_digests(layout.shards_dir(temp)))
     _replace_changed_files(layout.stats_dir(temp), layout.stats_dir(out_dir))
     changed = [row for row in new if row["uid"] not in taken_down and _differs(old.get(row["uid"]), row)]
     revision = ledger.next_revision(old_table)

@@ -28,7 +28,6 @@ from openwit.pipeline.config import CurateConfig
 from openwit.pipeline.curate.output_guard import OutputConflict, check_contents, check_place
 from openwit.pipeline.beam.graph import run_pipeline
 from openwit.pipeline.stages import dedup, match, read
-from openwit.query_lists.build import sha256_file
 from openwit.schemas.record import LEDGER_SCHEMA_VERSION
 
 
@@ -45,7 +44,7 @@ def input_digest(path: str) -> dict:
     """A local file's sha256. A remote file (gs://, s3://, ...) is not read again on the
     launching machine, which may be terabytes away: its store's checksum and size stand in."""
     if not files.is_remote(path):
-        return {"sha256": sha256_file(path)}
+        return {"sha256": files.sha256(path)}
     (meta,) = FileSystems.match([path])[0].metadata_list
     return {"checksum": FileSystems.checksum(path), "size": meta.size_in_bytes}
 
@@ -54,7 +53,7 @@ def describe_eval_hashes(cfg: CurateConfig):
     """The --decontaminate file: its content decides drops, so it is hashed like an input."""
     if not cfg.decontaminate:
         return None
-    return {"path": cfg.decontaminate, "sha256": sha256_file(cfg.decontaminate),
+    return {"path": cfg.decontaminate, "sha256": files.sha256(cfg.decontaminate),
             "images": len(dedup.EvalHashes.load(cfg.decontaminate).items)}
 
 
@@ -62,7 +61,7 @@ def describe_score_model(cfg: CurateConfig):
     """The --score-model checkpoint decides drops and scores, so it is hashed like an input."""
     if not cfg.score_model:
         return None
-    return {"path": cfg.score_model, "sha256": sha256_file(cfg.score_model), "min_score": cfg.min_score}
+    return {"path": cfg.score_model, "sha256": files.sha256(cfg.score_model), "min_score": cfg.min_score}
 
 
 def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str, eval_hashes, score_model=None) -> str:

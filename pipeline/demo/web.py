@@ -244,8 +244,10 @@ def serve(routes: dict):
         server.server_close()
 
 
-def write_heldout(out_dir: str, per_class: int = 12, seed: int = 1) -> str:
-    """A labelled held-out set (label = shape), drawn with another seed, never in the shards."""
+def write_heldout(out_dir: str, per_class: int = 50, seed: int = 1) -> str:
+    """A labelled held-out set (label = shape), drawn with another seed, never in the shards.
+    50 a class (400 images): with 12 (96 images) one accuracy had a standard error of ~5
+    points, enough to put a 35% model under the demo test's 25% bar now and then."""
     import csv
     import os
 

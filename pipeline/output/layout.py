@@ -9,7 +9,9 @@
     OUT/staging/                staged images; OUT/staging/fetched/: download receipts
     OUT/.openwit/run.json       the command's fingerprint; OUT/.openwit/rebuild/: the
                                 rebuild of --retry-failed and --extend;
-                                OUT/.openwit/blocklist.json: what takedowns removed
+                                OUT/.openwit/blocklist.json: what takedowns removed;
+                                OUT/.openwit/shard-digests.json: each shard file's sha256,
+                                recorded by its writer (the manifest takes them from there)
     OUT/croissant.json          `openwit audit croissant`'s default place
 
 OWNED lists these top-level names: openwit removes or replaces nothing else in OUT, and
@@ -47,6 +49,10 @@ REBUILD = os.path.join(STATE, "rebuild")
 # What takedowns removed, applied by every later run on this OUT (stages/blocklist.py). Under
 # STATE: it survives restarts, --retry-failed and --extend; --overwrite replaces it with OUT.
 BLOCKLIST = os.path.join(STATE, "blocklist.json")
+# The sha256 of every shard file (tar, index) as its writer wrote it: the manifest's digests
+# take them from here instead of reading terabytes again (output/shards.py). Under STATE, so
+# no digest covers it (it is not the release, and could not digest itself).
+SHARD_DIGESTS = os.path.join(STATE, "shard-digests.json")
 # Every top-level name openwit creates in OUT, and the only ones it ever removes or replaces
 # (docs/design.md, "Output directory rule"). croissant.json is `audit croissant`'s default
 # place, so it is openwit's there; anything the user adds under another name is foreign.
@@ -133,7 +139,7 @@ def owned_removal_order(names) -> list[str]:
 def restart_paths(out: str) -> list[str]:
     """What rerunning the same command removes before it runs again. Staging stays (its
     images are content-addressed, its receipts reused) and so does the fingerprint."""
-    return [shards_dir(out), ledger_dir(out), stats_dir(out), manifest_path(out)]
+    return [shards_dir(out), ledger_dir(out), stats_dir(out), manifest_path(out), shard_digests_path(shards_dir(out))]
 
 
 # ---------------------------------------------------------------- stats
@@ -182,6 +188,16 @@ def index_pattern(shards: str) -> str:
 
 def sizes_path(shards: str) -> str:
     return os.path.join(shards, SIZES)
+
+
+def shard_digests_path(shards: str) -> str:
+    """The record of the shard files' sha256s, beside the shards folder: OUT/.openwit/..."""
+    return os.path.join(os.path.dirname(shards), SHARD_DIGESTS)
+
+
+def digest_name(folder: str, path: str) -> str:
+    """A file's name in the manifest's digests: FOLDER/FILE with "/" on every system."""
+    return f"{folder}/{os.path.basename(path)}"
 
 
 # --------------------------------------------------------------- ledger

@@ -7,10 +7,14 @@ change is appended to a log list. The bytes are sorted-key JSON with indent 1, w
 atomically.
 
 Every write records `digests`: the sha256 of every file under shards/, ledger/ and stats/
-(layout.DIGESTED) as it is at that moment, and per ledger part a digest of each column.
-`write_manifest` computes them, so every writer of the manifest gets them, and each writer
-writes the manifest last: the digests describe the final bytes. `openwit audit verify`
-recomputes them with `file_digests`; the manifest's own sha256 is what pins a release.
+(layout.DIGESTED), and per ledger part a digest of each column. `write_manifest` sets them,
+so every writer of the manifest gets them, and each writer writes the manifest last: the
+digests describe the final bytes. The shard files (terabytes at scale) are not read again:
+their sha256s come from the record their writers keep (shards.recorded_digests: the write
+stage, rewrite_shard, the merge of --retry-failed and --extend), each the sha256 of the bytes
+written. A shard file the record lacks, and every other file (ledger parts, sizes.json, the
+stats: small), is hashed here. `openwit audit verify` recomputes them all from the bytes with
+`file_digests`; the manifest's own sha256 is what pins a release.
 """
 from __future__ import annotations
 
@@ -41,9 +45,10 @@ def manifest_sha256(out_dir: str) -> str:
 
 
 def write_manifest(out_dir: str, manifest: dict) -> None:
-    """Write `manifest` with the digests of OUT's files as they are now (set on `manifest`
-    too, so a caller that returns it returns what the file says)."""
-    manifest["digests"] = file_digests(out_dir)
+    """Write `manifest` with the digests of OUT's files (set on `manifest` too, so a caller
+    that returns it returns what the file says): the shard files' as their writers recorded
+    them, the others' as they are now."""
+    manifest["digests"] = file_digests(out_dir, shards.recorded_digests(layout.shards_dir(out_dir)))
     files.write_atomically(layout.manifest_path(out_dir), json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
@@ -63,20 +68,25 @@ def digested_files(out_dir: str) -> dict[str, str]:
     for folder in layout.DIGESTED:
         for path in files.matching(os.path.join(out_dir, folder, "*")):
             if files.is_remote(path) or os.path.isfile(path):  # object stores hold no folders
-                found[f"{folder}/{os.path.basename(path)}"] = path
+                found[layout.digest_name(folder, path)] = path
     return found
 
 
-def file_digests(out_dir: str) -> dict:
+def file_digests(out_dir: str, recorded: Optional[dict] = None) -> dict:
     """The manifest's `digests`: sha256 of every digested file, and column digests of every
-    ledger part (so an edited part names the column that changed)."""
+    ledger part (so an edited part names the column that changed). `recorded`: name -> sha256
+    of shard files as written, taken instead of reading them; without it (verify) every file
+    is read. Only files present now are listed, whatever the record holds."""
     parts = set(files.matching(layout.ledger_pattern(out_dir)))
+    recorded = recorded or {}
     digests = {"algorithm": DIGEST_ALGORITHM, "files": {}, "ledger_columns": {}}
     for name, path in sorted(digested_files(out_dir).items()):
         if path in parts:  # ledger parts are small next to shards: read once for both digests
             data = files.read_file(path)
             digests["files"][name] = hashlib.sha256(data).hexdigest()
             digests["ledger_columns"][name] = column_digests(data)
+        elif name in recorded and name.startswith(layout.SHARDS + "/"):
+            digests["files"][name] = recorded[name]
         else:
             digests["files"][name] = files.sha256(path)
     return digests

@@ -4,7 +4,8 @@ Fixed-size shards would need a global rank, which does not scale. Instead a samp
 is a keyed hash of its uid modulo a shard count derived from the kept count, so sizes vary
 a little (sizes.json records them). Inside a shard, samples are sorted by key and every tar
 member has the same fixed mtime, owner and mode: the same samples give the same bytes.
-Each shard is written under a temporary name and renamed when complete.
+Each shard is written under a temporary name and renamed when complete; the writer returns
+each file's sha256 (of the bytes it wrote) for the record the manifest's digests come from.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import webdataset as wds
 
 from openwit.pipeline.common.keyed import bucket
 from openwit.pipeline.output import layout
-from openwit.pipeline.output.files import read_file, write_atomically
+from openwit.pipeline.output.files import read_file
+from openwit.pipeline.output.shards import write_recorded
 from openwit.schemas.record import KEPT, SHARD_INDEX_SCHEMA, Record, sample_metadata
 
 # 2020-01-01T00:00:00Z: any constant works; this one keeps tools from warning about 1970.
@@ -68,10 +70,16 @@ def build_index(records: list[Record]) -> bytes:
 
 def write_shard(shard: int, records: list[Record], shards_dir: str) -> list[Record]:
     """Write one shard (tar + parquet index) and return its records marked kept."""
+    return write_shard_recorded(shard, records, shards_dir)[0]
+
+
+def write_shard_recorded(shard: int, records: list[Record], shards_dir: str) -> tuple[list[Record], list]:
+    """write_shard, and the (name, sha256) of both files written, from the bytes in memory
+    (for shards.record_digests: the manifest does not read the shards again)."""
     name = layout.shard_name(shard)
     kept = sorted(
         (r.update(status=KEPT, shard=name, key=sample_key(r)) for r in records), key=lambda r: r.key
     )
-    write_atomically(layout.shard_index(shards_dir, name), build_index(kept))
-    write_atomically(layout.shard_tar(shards_dir, name), build_tar(kept, read_file))
-    return kept
+    digests = [write_recorded(layout.shard_index(shards_dir, name), build_index(kept)),
+               write_recorded(layout.shard_tar(shards_dir, name), build_tar(kept, read_file))]
+    return kept, digests
