@@ -26,7 +26,8 @@ from openwit.pipeline.config import CurateConfig
 from openwit.pipeline.download import staging
 from openwit.pipeline.output import files, layout, ledger, shards
 from openwit.pipeline.output.manifest import read_manifest, update_manifest
-from openwit.pipeline.stages.blocklist import Blocklist, blocklist_entry, distance_of
+from openwit.pipeline.stages.blocklist import Blocklist, blocklist_entry
+from openwit.pipeline.stages.dedup import content_distance
 from openwit.schemas.record import Record, drop
 
 
@@ -55,7 +56,7 @@ def blocked_rows(out_dir: str, state: list, request: Blocklist, cfg) -> tuple[Bl
     named = [r for r in state if request.named(r["uid"], r["url"], r["page_url"])
              or (r["status"] == "kept" and old.named(r["uid"], r["url"], r["page_url"]))]
     blocklist = old.extended(request.uids, request.urls, request.domains, [blocklist_entry(r) for r in named])
-    k = distance_of(cfg.near_dup_distance) if cfg else 0
+    k = content_distance(cfg.near_dup_distance) if cfg else 0
     uids = {r["uid"] for r in named}
     same_picture = [r for r in state if r["uid"] not in uids and r["status"] == "kept"
                     and blocklist.content(r["sha256"], r["stored_sha256"], r["phash"], k)]

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 
 from openwit.pipeline.output import layout, ledger, manifest as manifests, shards
 from openwit.pipeline.stages import match, write
-from openwit.pipeline.stages.blocklist import Blocklist, distance_of
+from openwit.pipeline.stages.blocklist import Blocklist
+from openwit.pipeline.stages.dedup import content_distance
 from openwit.schemas.reasons import REASONS
 from openwit.schemas.record import SHARD_INDEX_SCHEMA, sample_metadata
 
@@ -229,7 +230,7 @@ def check_blocklist(out_dir: str, manifest, kept: dict) -> Iterator[str]:
     if not blocklist:
         return
     near = ((manifest or {}).get("config") or {}).get("near_dup_distance", 0)
-    k = distance_of(near if isinstance(near, int) else 0)
+    k = content_distance(near if isinstance(near, int) else 0)
     for (shard, key), row in sorted(kept.items()):
         why = (blocklist.named(row["uid"], row["url"], row["page_url"])
                or blocklist.content(row["sha256"], row["stored_sha256"], row["phash"], k))

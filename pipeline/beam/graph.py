@@ -188,14 +188,14 @@ def download_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
     blocklist = load_blocklist(cfg)
     if blocklist:  # the same picture as a taken-down one, under another URL
         survivors, dropped = apply_stage(survivors, "takedown", functools.partial(
-            build_check_content, blocklist, blocklist_stage.distance_of(cfg.near_dup_distance)))
+            build_check_content, blocklist, dedup.content_distance(cfg.near_dup_distance)))
         drops.append(dropped)
     if cfg.score_model:  # before dedup: a duplicate group's survivor must be a pair that passed
         survivors, dropped = apply_stage(
             survivors, "score", functools.partial(build_score, cfg.score_model, cfg.min_score))
         drops.append(dropped)
     if cfg.decontaminate:
-        k = max(cfg.near_dup_distance, 0)
+        k = dedup.content_distance(cfg.near_dup_distance)
         survivors, dropped = apply_stage(
             survivors, "dedup", functools.partial(build_decontaminate, cfg.decontaminate, k))
         drops.append(dropped)

@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-import numpy as np
-
 from openwit.pipeline.common.urls import domain_host, host_of, normalize_url
 from openwit.pipeline.output import files
+from openwit.pipeline.stages.dedup import EvalHashes
 from openwit.schemas.record import Record, drop
 
 VERSION = 1
@@ -35,8 +34,7 @@ class Blocklist:
         self.image_urls = {i["normalized_url"] for i in self.images if i.get("normalized_url")}
         self.sha256s = {h for i in self.images for h in (i.get("sha256"), i.get("stored_sha256")) if h}
         phashes = sorted({i["phash"] for i in self.images if i.get("phash")})
-        self.phashes = phashes
-        self.phash_values = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
+        self.phashes = EvalHashes(phashes, phashes)  # the same nearest-hash search as decontamination
 
     def __bool__(self) -> bool:
         return bool(self.uids or self.urls or self.domains or self.images)
@@ -85,13 +83,10 @@ class Blocklist:
         for value in (sha256, stored_sha256):
             if value and value in self.sha256s:
                 return f"sha256 {value} is a taken-down image"
-        if not phash or not len(self.phash_values):
+        nearest = self.phashes.nearest(phash, k) if phash else None  # ties: the first (sorted)
+        if nearest is None:
             return None
-        distance = np.bitwise_count(self.phash_values ^ np.uint64(int(phash, 16)))
-        best = int(np.argmin(distance))  # ties: the first (sorted), so the detail is stable
-        if distance[best] <= k:
-            return f"phash {phash} at distance {int(distance[best])} from taken-down {self.phashes[best]}"
-        return None
+        return f"phash {phash} at distance {nearest[1]} from taken-down {nearest[0]}"
 
 
 def blocklist_entry(row: dict) -> dict:
@@ -109,9 +104,3 @@ def check_named(record: Record, blocklist: Blocklist) -> Record:
 def check_content(record: Record, blocklist: Blocklist, k: int) -> Record:
     why = blocklist.content(record.sha256, record.stored_sha256, record.phash, k)
     return record if why is None else drop(record, "taken_down", why)
-
-
-def distance_of(near_dup_distance: int) -> int:
-    """The pHash distance the content check uses: the run's near-dup distance (exact pHash
-    matches only when near-dup dedup is off), as decontamination does."""
-    return max(near_dup_distance, 0)

@@ -147,6 +147,12 @@ def hash_method_of(path: str) -> str:
     return metadata[HASH_METHOD_KEY].decode()
 
 
+def content_distance(near_dup_distance: int) -> int:
+    """The pHash distance at which a picture matches a listed one (eval set, takedowns): the
+    run's near-dup distance, or exact pHash matches only when near-dup dedup is off."""
+    return max(near_dup_distance, 0)
+
+
 class EvalHashes:
     """The perceptual hashes of an evaluation set (from `openwit hashes export`)."""
 
