@@ -27,6 +27,7 @@ PACKAGE_DIRS = package_dirs()
 setup(
     packages=list(PACKAGE_DIRS),
     package_dir=PACKAGE_DIRS,
-    package_data={"openwit.query_lists": ["*.txt", "*.txt.gz", "*.json"]},
+    package_data={"openwit.query_lists": ["*.txt", "*.txt.gz", "*.json"],
+                  "openwit.pipeline.audit": ["explorer_assets/*"]},  # the explorer's page
     include_package_data=True,
 )

@@ -12,6 +12,11 @@ size (metadata, not images), and time grows about linearly (the marginal time pe
 of the last step is at most 1.5x that of the first step).
 
     python bench/bench_pipeline.py [--sizes 10000,30000,100000]
+    python bench/bench_pipeline.py --progress-overhead 5000 [--rounds 3]
+
+`--progress-overhead N` runs N candidates with the progress display off (--quiet) and on
+(plain lines every 5 s and the JSON counters, as off a terminal), alternating, and prints
+each round and the ratio of the medians (issue 25: no measurable slowdown).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import io
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,8 +84,9 @@ def english_entries(limit: int = 20000) -> list[str]:
     return words[:limit]
 
 
-def child(candidates: str, out: str) -> None:
+def child(candidates: str, out: str, shown: str = "off") -> None:
     """One curate run; prints its seconds, peak RSS and funnel as JSON."""
+    from openwit.pipeline.common import progress
     from openwit.pipeline.curate.run import curate
     from openwit.pipeline.config import parse_curate_args
 
@@ -88,18 +95,37 @@ def child(candidates: str, out: str) -> None:
             "--samples-per-shard", "2000", "--ledger-parts", "8", "--direct_running_mode", "in_memory"]
     cfg, beam_args = parse_curate_args(argv)
     start = time.perf_counter()
-    manifest = curate(cfg, beam_args, argv)
+    show = progress.Options(quiet=False, every=5, json_path=out + "-progress.json") if shown == "on" else None
+    manifest = curate(cfg, beam_args, argv, show)
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"seconds": seconds, "peak_bytes": peak_kib * 1024, "funnel": manifest["funnel"]}))
 
 
-def run_size(n: int, base_url: str, entries: list[str], root: str) -> dict:
+def run_size(n: int, base_url: str, entries: list[str], root: str, shown: str = "off", tag: str = "") -> dict:
     candidates = os.path.join(root, f"candidates-{n}.parquet")
-    write_candidates(candidates, n, base_url, entries)
-    result = subprocess.run([sys.executable, __file__, "--child", candidates, os.path.join(root, f"out-{n}")],
+    if not os.path.exists(candidates):
+        write_candidates(candidates, n, base_url, entries)
+    out = os.path.join(root, f"out-{n}{tag}")
+    result = subprocess.run([sys.executable, __file__, "--child", candidates, out, shown],
                             check=True, capture_output=True, text=True)
     return {"candidates": n, **json.loads(result.stdout.strip().splitlines()[-1])}
+
+
+def progress_overhead(n: int, rounds: int, base_url: str, entries: list[str]) -> None:
+    """Alternating runs without and with the progress display; the medians' ratio."""
+    times = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as root:
+        for i in range(rounds):
+            for shown in ("off", "on"):
+                times[shown].append(run_size(n, base_url, entries, root, shown, f"-{shown}{i}")["seconds"])
+                print(f"  round {i + 1} progress {shown}: {times[shown][-1]:.1f} s", file=sys.stderr)
+    print(f"{'progress':>8} " + " ".join(f"{'run ' + str(i + 1):>7}" for i in range(rounds)) + f" {'median':>7}")
+    for shown, values in times.items():
+        print(f"{shown:>8} " + " ".join(f"{v:>7.1f}" for v in values) + f" {statistics.median(values):>7.1f}")
+    ratio = statistics.median(times["on"]) / statistics.median(times["off"])
+    spread = max(max(v) / min(v) for v in times.values())
+    print(f"\nmedian with progress / without: {ratio:.3f} (run-to-run spread up to {spread:.2f}x)")
 
 
 def verdicts(rows: list[dict]) -> dict:
@@ -127,7 +153,9 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,30000,100000")
-    parser.add_argument("--child", nargs=2, metavar=("CANDIDATES", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--progress-overhead", type=int, metavar="N", help="progress on vs off at N candidates")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child", nargs=3, metavar=("CANDIDATES", "OUT", "PROGRESS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -135,6 +163,12 @@ def main() -> None:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     server, base_url = local_server.start(make_jpeg, fault_of)
     entries = english_entries()
+    if args.progress_overhead:
+        try:
+            progress_overhead(args.progress_overhead, args.rounds, base_url, entries)
+        finally:
+            server.terminate()
+        return
     rows = []
     try:
         with tempfile.TemporaryDirectory() as root:

@@ -3,7 +3,11 @@ that parse and run it; nothing else is parsed here."""
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+import warnings
+
+from openwit.pipeline.common import errors
 
 # name -> (module, function, one-line help). A command's module is imported only when it
 # runs: `openwit --help` stays fast, and `openwit train` never imports Beam.
@@ -37,6 +41,8 @@ USAGE = "\n".join([
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = errors.debug_wanted(argv)
+    argv = [arg for arg in argv if arg != errors.DEBUG_FLAG]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
@@ -44,8 +50,36 @@ def main(argv=None) -> int:
     if name not in COMMANDS:
         print(f"openwit: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
+    quiet_imports()
     module, function, _ = COMMANDS[name]
-    return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+    try:
+        return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+    except Exception as err:  # a user's mistake is one line; anything else keeps its traceback
+        status = errors.report(name, err, debug)
+        if status is None:
+            raise
+        return status
+
+
+# Import-time noise that says nothing about the run (issue 25): Beam logs this on the root
+# logger when the optional BigQuery client is absent, which openwit never uses.
+_IMPORT_NOISE = ("apitools not found",)
+
+
+class _DropImportNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_IMPORT_NOISE)
+
+
+def quiet_imports() -> None:
+    """Silence the known import-time notices, narrowly: the one Beam log line (by its text)
+    and Beam's and its dependencies' deprecation warnings. Every other warning still shows."""
+    root = logging.getLogger()
+    if not any(isinstance(f, _DropImportNoise) for f in root.filters):
+        root.addFilter(_DropImportNoise())
+    for module in ("apache_beam", "google", "proto", "pkg_resources", "hdfs", "orjson"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module=module)
 
 
 if __name__ == "__main__":

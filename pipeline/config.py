@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from openwit.pipeline.common import flags
+from openwit.pipeline.common import flags, progress
+from openwit.pipeline.common.errors import OneLineParser
 from openwit.pipeline.common.flags import nested, opt
 from openwit.pipeline.common.neardup import DEFAULT_DISTANCE
 from openwit.pipeline.download.client import DownloadConfig
@@ -122,7 +123,7 @@ class CurateConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="openwit curate",
         description="Curate web (image url, caption) candidates into WebDataset shards with a ledger. "
         "Unknown flags go to Beam (e.g. --runner, --direct_num_workers, --direct_running_mode).",
@@ -135,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "download and write nothing")
     for title in GROUPS:
         flags.add_flags(p.add_argument_group(title), CurateConfig, group=title)
+    # How the run shows its progress; not config (no effect on the output or its fingerprint).
+    progress.add_flags(p)
     return p
 
 

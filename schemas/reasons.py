@@ -24,6 +24,8 @@ _REASONS = [
     Reason("missing_url", "read", False, "the input row has no url"),
     Reason("missing_caption", "read", False, "the input row has no caption"),
     Reason("unsupported_scheme", "read", False, "the url is not http or https"),
+    Reason("credentials_in_url", "read", False, "the url holds a user name or password: never requested, "
+           "and the ledger row's url has them removed"),
     Reason("caption_too_short", "text", False, "the caption has too few characters or words"),
     Reason("caption_filename", "text", False, "the alt-text is a file name (IMG_1234.jpg, DSC01234)"),
     Reason("caption_url", "text", False, "the alt-text is only a URL"),
@@ -42,7 +44,8 @@ _REASONS = [
     Reason("connection_refused", "download", True, "the server refused the connection"),
     Reason("connection_reset", "download", True, "the connection broke before the body was complete"),
     Reason("tls_error", "download", False, "the TLS handshake or certificate failed"),
-    Reason("timeout", "download", True, "no complete answer within the per-attempt deadline"),
+    Reason("timeout", "download", True, "the server stayed silent too long (--connect-timeout, --first-byte-timeout, "
+           "--timeout between reads) or one request passed --total-timeout; the detail says which"),
     Reason("http_404", "download", False, "the server answered 404 or 410"),
     Reason("http_4xx", "download", False, "the server answered another 4xx, or an unexpected status"),
     Reason("http_429", "download", True, "the server answered 429 or 408 (slow down / try later)"),
@@ -50,11 +53,16 @@ _REASONS = [
     Reason("too_many_redirects", "download", False, "more redirects than --max-redirects"),
     Reason("unsupported_redirect", "download", False, "a redirect to a scheme other than http or https"),
     Reason("protocol_error", "download", False, "a malformed HTTP answer (bad headers, redirect without Location)"),
-    Reason("opted_out", "download", False, "an X-Robots-Tag directive forbids this use (noai, noimageai, ...)"),
+    Reason("opted_out", "download", False, "an X-Robots-Tag directive for all agents or for openwit forbids this "
+           "use (noai, noimageai, noindex, noimageindex, none)"),
     Reason("too_large", "download", False, "the body exceeded --max-image-bytes"),
-    Reason("not_image", "image", False, "the body is not an image (e.g. HTML served as image/jpeg)"),
-    Reason("decode_error", "image", False, "the image is truncated or corrupt"),
-    Reason("bomb", "image", False, "the image has more pixels than --max-pixels (decompression bomb)"),
+    Reason("credentials_in_redirect", "download", False, "a redirect to a url holding a user name or password: "
+           "not followed (they would be sent as Basic auth)"),
+    Reason("not_image", "image", False, "the body is not an image of an allowed format: JPEG, PNG, WebP, GIF, BMP "
+           "(e.g. HTML served as image/jpeg, or EPS, TIFF)"),
+    Reason("decode_error", "image", False, "the image is truncated or corrupt (header or pixel data)"),
+    Reason("bomb", "image", False, "the image has more pixels than --max-pixels, or its decode needs more "
+           "memory than --max-decoded-bytes (decompression bomb)"),
     Reason("image_error", "image", False, "the image could not be hashed, resized or encoded"),
     Reason("image_too_small", "image", False, "the image is below the minimum side"),
     Reason("aspect_ratio", "image", False, "the image's aspect ratio exceeds the maximum"),

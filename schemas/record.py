@@ -48,6 +48,9 @@ class Record:
     image_format: Optional[str] = None  # extension of the stored image: jpg, png, webp
     image_path: Optional[str] = None  # staged processed image (not in the ledger)
     phash: Optional[str] = None
+    # mean CIELAB colours of 4x4 cells, hex (stages/image.py colour_signature): near-dup dedup
+    # checks it on pHash-close pairs, since pHash is colour-blind. None in rows written before.
+    colour_sig: Optional[str] = None
     # set by the score stage (--score-model): image-text cosine of that checkpoint
     clip_score: Optional[float] = None
     # set by the writer
@@ -121,7 +124,7 @@ def _arrow_fields(names):
 # recorded_at: when a later revision (a takedown) was appended; null for the run's own rows,
 # which must stay byte-identical across runs and runners.
 LEDGER_FIELDS = ["revision"] + [n for n in RECORD_FIELDS if n not in _NOT_IN_LEDGER] + ["recorded_at"]
-LEDGER_SCHEMA_VERSION = "openwit-ledger/3"  # 3: clip_score
+LEDGER_SCHEMA_VERSION = "openwit-ledger/4"  # 3: clip_score; 4: colour_sig (older parts read it as null)
 
 # revision: 0 for the run that created the output; later runs (retry, takedown) append
 # rows with a higher revision, and the row with the highest revision per uid is current.

@@ -94,7 +94,8 @@ def runs(tmp_path_factory):
         candidates, vocab = write_web_inputs(str(root / "web"), web, base)
 
         def argv(out):  # the breaker at its defaults; a short deadline keeps the hangs cheap
-            return curate_args(candidates, vocab, out, "--timeout", "1", "--retries", "1", "--samples-per-shard", "4")
+            return curate_args(candidates, vocab, out, "--timeout", "1", "--total-timeout", "2", "--retries", "1",
+                               "--samples-per-shard", "4")
 
         clean, killed = str(root / "clean"), str(root / "killed")
         result = {"base": base}

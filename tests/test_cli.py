@@ -17,7 +17,7 @@ def test_top_level_help_lists_every_command(capsys):
                                   ["audit", "summary", "--help"], ["vocab", "build", "--help"],
                                   ["vocab", "verify", "--help"], ["train", "--help"], ["evaluate", "--help"],
                                   ["eval", "--help"], ["audit", "trace", "--help"], ["audit", "verify", "--help"],
-                                  ["audit", "report", "--help"], ["audit", "croissant", "--help"],
+                                  ["audit", "report", "--help"], ["audit", "croissant", "--help"], ["audit", "explorer", "--help"],
                                   ["takedown", "--help"], ["hashes", "export", "--help"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:

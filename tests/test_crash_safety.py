@@ -5,6 +5,7 @@ import collections
 import dataclasses
 import glob
 import os
+import json
 import signal
 import subprocess
 import sys
@@ -141,3 +142,21 @@ def test_a_receipt_names_its_image_relative_to_the_staging_it_is_read_from(tmp_p
     os.remove(reused.image_path)  # the staged image is gone: download again
     assert staging.reuse_receipt(moved, key, record) is None
     assert staging.reuse_receipt(moved, staging.receipt_key(record.url + "?v=2", cfg.image, cfg.download), record) is None
+
+
+def test_a_receipt_from_an_older_version_without_a_field_is_downloaded_again(tmp_path):
+    """A receipt lacking colour_sig (written before the colour check) would keep a record
+    without a signature for good: the output would differ from a clean run's."""
+    cfg, _ = parse_curate_args(["--input", "x", "--output", "y"])
+    record = Record(uid="u", url="http://127.0.0.1/a.jpg", caption="a red circle", source="s:0")
+    staging_dir = str(tmp_path / "staging")
+    staging.stage_image(staging_dir, "ab" * 32, "jpg", b"processed bytes")
+    key = staging.receipt_key(record.url, cfg.image, cfg.download)
+    staging.save_receipt(staging_dir, key, record.update(sha256="ab" * 32, image_format="jpg", colour_sig="00" * 48))
+    assert staging.reuse_receipt(staging_dir, key, record).colour_sig == "00" * 48
+    receipt = layout.receipt(staging_dir, key)
+    fields = json.loads(open(receipt).read())
+    del fields["colour_sig"]
+    with open(receipt, "w") as f:
+        json.dump(fields, f)
+    assert staging.reuse_receipt(staging_dir, key, record) is None

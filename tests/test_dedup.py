@@ -108,6 +108,15 @@ def beam_shaped_clusters(hashes: list[str], k: int) -> dict:
     return {h: labels.get(h, h) for h in hashes}
 
 
+def star_groups(records, k: int) -> tuple[dict, list]:
+    """Records grouped by their Beam-shaped component, and what near_dup_group makes of each."""
+    labels = beam_shaped_clusters([r.phash for r in records], k)
+    groups = {}
+    for r in records:
+        groups.setdefault(labels[r.phash], []).append(r)
+    return groups, [r for group in groups.values() for r in near_dup_group(group, k)]
+
+
 @pytest.mark.parametrize("k", [0, 3, 8])
 def test_band_groups_give_the_kernels_clusters(k):
     rng = np.random.default_rng(k)
@@ -129,7 +138,43 @@ def test_near_dup_survivor_and_details():
     out = {r.uid: r for r in near_dup_group(group, 8)}
     assert out["b"].status == "active"
     assert (out["a"].reason, out["a"].duplicate_of) == ("near_duplicate", "b")
-    assert out["c"].detail == "phash ffff000000000003 at distance 1 from ffff000000000001 of b"
+    # records without a colour signature (made before signatures): pHash alone decides
+    assert out["c"].detail == "phash ffff000000000003 at distance 1 from ffff000000000001 of b, colour distance unknown"
+
+
+def signature(*lab_cells) -> str:
+    """A colour signature of 16 cells: the given (L*, a*, b*) cells, then the last repeated."""
+    cells = list(lab_cells) + [lab_cells[-1]] * (16 - len(lab_cells))
+    return bytes(round(v) for L, a, b in cells for v in (L * 2.55, a + 128, b + 128)).hex()
+
+
+def lab_distance(a: str, b: str) -> float:
+    """The colour distance by its definition: the largest per-cell CIELAB distance."""
+    def cells(sig):
+        codes = bytes.fromhex(sig)
+        return [(codes[i] / 2.55, codes[i + 1] - 128, codes[i + 2] - 128) for i in range(0, len(codes), 3)]
+    return max(sum((x - y) ** 2 for x, y in zip(p, q)) ** 0.5 for p, q in zip(cells(a), cells(b)))
+
+
+def test_recoloured_twins_with_one_phash_are_both_kept():
+    """pHash is colour-blind: a light-blue flag and a pink one with the same luminance
+    layout share a pHash. Each keeps its colour-close copies; neither swallows the other."""
+    blue, pink = signature((70, -10, -30)), signature((70, 40, 5))
+    blue_copy = signature((71, -9, -27), (70, -12, -30))  # re-encoded: a few units off
+    group = [sample("blue", 600, 400).update(phash="ffff000000000000", colour_sig=blue),
+             sample("pink", 300, 200).update(phash="ffff000000000000", colour_sig=pink),
+             sample("blue-copy", 300, 200).update(phash="ffff000000000003", colour_sig=blue_copy),
+             sample("pink-copy", 200, 100).update(phash="ffff000000000001", colour_sig=pink),
+             sample("old", 100, 100).update(phash="ffff000000000001")]  # no signature: pHash only
+    for order in (group, group[::-1]):
+        out = {r.uid: r for r in near_dup_group(order, 8)}
+        assert out["blue"].status == out["pink"].status == "active"
+        assert (out["blue-copy"].duplicate_of, out["pink-copy"].duplicate_of) == ("blue", "pink")
+        assert out["blue-copy"].detail == ("phash ffff000000000003 at distance 2 from ffff000000000000 of blue, "
+                                           f"colour distance {lab_distance(blue_copy, blue):.1f}")
+        assert out["pink-copy"].detail.endswith("from ffff000000000000 of pink, colour distance 0.0")
+        assert out["old"].duplicate_of == "blue" and out["old"].detail.endswith(", colour distance unknown")
+    assert [r.status for r in near_dup_group(group[:2], 8, max_colour=70)] == ["active", "dropped"]
 
 
 def flipped(value: int, bits) -> str:
@@ -146,7 +191,7 @@ def test_a_chain_keeps_both_ends():
         out = {r.uid: r for r in near_dup_group(order, 8)}
         assert out["a"].status == out["c"].status == "active"
         assert (out["b"].reason, out["b"].duplicate_of) == ("near_duplicate", "a")
-        assert out["b"].detail.endswith(f"at distance 8 from {flipped(a, [])} of a")
+        assert out["b"].detail.endswith(f"at distance 8 from {flipped(a, [])} of a, colour distance unknown")
     # The middle one first: it claims both ends, each within k of it.
     group[1] = group[1].update(original_width=2000)
     out = {r.uid: r for r in near_dup_group(group, 8)}
@@ -184,24 +229,31 @@ def test_planted_chains_never_drop_far_from_the_survivor():
     assert sum(r.status != "active" for r in out) > 300
 
 
-def brute_force_stars(records: list, k: int) -> dict:
-    """uid -> survivor uid, by definition: in survivor order, a pHash's centre is the first
-    earlier centre within k, else itself; a record's survivor is its centre's best record."""
+def brute_force_stars(records: list, k: int, max_colour=None) -> dict:
+    """uid -> survivor uid, by definition: in survivor order, a (pHash, colour signature)'s
+    centre is the first earlier centre close to it (pHash within k and, with `max_colour`,
+    colour within max_colour unless either signature is missing), else itself; a record's
+    survivor is its centre's best record."""
     records = sorted(records, key=survivor_order)
-    centres, best, centre_of = [], {}, {}
+    centres, looks, best, centre_of = [], [], {}, {}
     for r in records:
-        if r.phash in centre_of:
+        look = (r.phash, r.colour_sig if max_colour is not None else None)
+        if look in centre_of:
             continue
         value = int(r.phash, 16)
-        close = [c for c in centres if (c ^ value).bit_count() <= k] if len(centres) < 64 else \
-            np.array(centres, dtype=np.uint64)[np.bitwise_count(np.array(centres, dtype=np.uint64) ^ np.uint64(value)) <= k]
-        if len(close):
-            centre_of[r.phash] = f"{int(close[0]):016x}"
+        near = np.flatnonzero(np.bitwise_count(np.array(centres, dtype=np.uint64) ^ np.uint64(value)) <= k)
+        close = [looks[i] for i in near if max_colour is None or not (look[1] and looks[i][1])
+                 or lab_distance(look[1], looks[i][1]) <= max_colour]
+        if close:
+            centre_of[look] = close[0]
         else:
             centres.append(value)
-            centre_of[r.phash] = r.phash
-            best[r.phash] = r.uid
-    return {r.uid: best[centre_of[r.phash]] for r in records}
+            looks.append(look)
+            centre_of[look] = look
+            best[look] = r.uid
+    if max_colour is None:
+        return {r.uid: best[centre_of[(r.phash, None)]] for r in records}
+    return {r.uid: best[centre_of[(r.phash, r.colour_sig)]] for r in records}
 
 
 @pytest.mark.parametrize("k", [3, 8])
@@ -215,11 +267,7 @@ def test_band_groups_and_stars_equal_brute_force_on_20k_hashes(k):
     records = [sample(f"u{i:05d}", int(rng.integers(1, 5)) * 100, 100).update(phash=f"{v:016x}")
                for i, v in enumerate(values)]
     records += [sample(f"x{i:05d}", 400, 100).update(phash=r.phash) for i, r in enumerate(records[:500])]
-    labels = beam_shaped_clusters([r.phash for r in records], k)
-    groups = {}
-    for r in records:
-        groups.setdefault(labels[r.phash], []).append(r)
-    out = [r for group in groups.values() for r in near_dup_group(group, k)]
+    groups, out = star_groups(records, k)
     got = {r.uid: r.duplicate_of or r.uid for r in out}
     assert got == brute_force_stars(records, k)
     assert sum(r.status != "active" for r in out) > 2000
@@ -249,3 +297,38 @@ def test_decontamination_names_the_nearest_eval_item():
     assert (hit.reason, hit.stage, hit.detail) == ("eval_contamination", "dedup", "eval item eval/1.png at phash distance 4")
     assert decontaminate(sample("a", 1, 1).update(phash="ffff00000000001f"), eval_hashes, 4).status == "active"
     assert decontaminate(sample("a", 1, 1), eval_hashes, 4).status == "active"  # no hash: nothing to compare
+
+
+def test_band_groups_and_stars_equal_brute_force_with_colour():
+    """The combined rule (pHash within k and colour within the limit) through band groups,
+    components and near_dup_group equals its definition run over all records: copies whose
+    colour drifted a little, recoloured copies (a colour veto), twins sharing a pHash in
+    another colour, and records without a signature."""
+    rng = np.random.default_rng(26)
+    k, limit = 6, neardup.DEFAULT_COLOUR_DISTANCE
+    palette = [rng.integers(30, 226, size=48) for _ in range(8)]
+
+    def colour(i, jitter):
+        return bytes(int(v) for v in np.clip(palette[i] + rng.integers(-jitter, jitter + 1, 48), 0, 255)).hex()
+
+    base = [int(v) for v in rng.integers(0, 2**64 - 1, size=3000, dtype=np.uint64, endpoint=True)]
+    items = [(v, colour(int(rng.integers(8)), 1)) for v in base]
+    for step in range(3):  # chains of copies; a third of them recoloured
+        for v, c in items[step * 800:(step + 1) * 800]:
+            moved = int(flipped(v, rng.choice(64, size=int(rng.integers(1, k + 1)), replace=False)), 16)
+            recoloured = rng.random() < 0.3
+            items.append((moved, colour(int(rng.integers(8)), 1) if recoloured else
+                          bytes(int(x) for x in np.clip(np.frombuffer(bytes.fromhex(c), np.uint8)
+                                                        + rng.integers(-4, 5, 48), 0, 255)).hex()))
+    items += [(v, colour(int(rng.integers(8)), 2)) for v, _ in items[:600]]  # same pHash, maybe other colour
+    items += [(v, None) for v, _ in items[600:800]]  # no signature
+    records = [sample(f"u{i:05d}", int(rng.integers(1, 5)) * 100, 100).update(phash=f"{v:016x}", colour_sig=c)
+               for i, (v, c) in enumerate(items)]
+    groups, out = star_groups(records, k)
+    got = {r.uid: r.duplicate_of or r.uid for r in out}
+    assert got == brute_force_stars(records, k, limit)
+    assert got != brute_force_stars(records, k)  # the colour check really changed decisions
+    drops = [r for r in out if r.status != "active"]
+    assert len(drops) > 1000
+    assert any(r.detail.endswith("unknown") for r in drops)
+    assert all(r.detail.endswith("unknown") or float(r.detail.rsplit(" ", 1)[1]) <= limit for r in drops)

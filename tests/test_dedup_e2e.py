@@ -1,6 +1,7 @@
 """Dedup, decontamination and the default filters through the real Beam pipeline: photo-
 like images served on 127.0.0.1 with resized/recompressed copies, repeated URLs, an eval set
-planted in the pool (resized), and images the DataComp size rules drop."""
+planted in the pool (resized), images the DataComp size rules drop, and flat graphics that
+differ only in hue (flags, transparent icons) with a copy each."""
 import json
 import os
 import tarfile
@@ -8,6 +9,7 @@ from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
+from flat_graphics import encode, flattened, members, scaled
 from scenes import jpeg, scene
 
 from openwit.pipeline.audit import hashes as hashes_cli
@@ -21,6 +23,13 @@ COPIES = [((640, 480), 90), ((300, 225), 50)]  # (size, JPEG quality) of each co
 DUPLICATED = range(0, 12)  # originals that also have copies on other URLs
 EVAL = range(12, 16)  # eval images: a resized PNG goes to the eval set, the JPEG to the pool
 PLAIN = range(16, 22)
+# Equal-luminance hue variants: one pHash per family, distinct pictures (issue 26).
+FLAT = [image for family, image in members(hues=4) if family in ("h3", "cross", "icon-ring")]
+
+
+def flat_copy(image):
+    """A flag enlarged 1.6x as JPEG q95; an icon flattened onto white as JPEG q90."""
+    return encode(scaled(image, 1.6) if image.mode == "RGB" else flattened(image), "JPEG", 95 if image.mode == "RGB" else 90)
 
 
 def image_route(data):
@@ -42,6 +51,9 @@ def build(root):
     # The same image URL seen on other pages, written differently: one download.
     rows.append({"url": "{base}/img/./0.jpg#gallery", "caption": "the first photo again", "page_url": "{base}/other"})
     rows.append({"url": "{base}/img/%30.jpg", "caption": "the first photo once more", "page_url": "{base}/third"})
+    for n, image in enumerate(FLAT):
+        add(f"/flat/{n}.png", encode(image, "PNG"), f"a photo of flag number {n}")
+        add(f"/flat/{n}-copy.jpg", flat_copy(image), f"another photo of flag number {n}")
     add("/small.jpg", jpeg(scene(90, (160, 120))), "a photo that is too small")
     add("/wide.jpg", jpeg(scene(91, (700, 220))), "a photo that is too wide")
     rows.append({"url": "{base}/img/16.jpg", "caption": "une photo d'un endroit en France", "page_url": None})
@@ -94,24 +106,51 @@ def test_every_copy_joins_its_largest_version(run):
             assert by_uid[loser["duplicate_of"]]["phash"]
 
 
+def lab_distance(a: str, b: str) -> float:
+    """Colour distance by definition: the largest per-cell CIELAB distance of two signatures."""
+    def cells(sig):
+        codes = bytes.fromhex(sig)
+        return [(codes[i] / 2.55, codes[i + 1] - 128, codes[i + 2] - 128) for i in range(0, len(codes), 3)]
+    return max(sum((x - y) ** 2 for x, y in zip(p, q)) ** 0.5 for p, q in zip(cells(a), cells(b)))
+
+
 def test_no_near_duplicate_drop_is_farther_than_k_from_its_survivor(run):
     """Clusters are stars, not chains: each drop names a survivor within --near-dup-distance
-    (the default, 8), and its detail records that distance and the survivor."""
+    (the default, 8) and within the colour limit (10), and its detail records both
+    distances and the survivor."""
     by_uid = {r["uid"]: r for r in run["state"]}
     drops = [r for r in run["state"] if r["reason"] == "near_duplicate"]
     assert drops
     for r in drops:
         survivor = by_uid[r["duplicate_of"]]
         distance = (int(r["phash"], 16) ^ int(survivor["phash"], 16)).bit_count()
-        assert distance <= 8, r
-        assert r["detail"] == f"phash {r['phash']} at distance {distance} from {survivor['phash']} of {survivor['uid']}"
+        colour = lab_distance(r["colour_sig"], survivor["colour_sig"])
+        assert distance <= 8 and colour <= 10, r
+        assert r["detail"] == (f"phash {r['phash']} at distance {distance} from {survivor['phash']} of "
+                               f"{survivor['uid']}, colour distance {colour:.1f}")
+
+
+def test_flat_graphics_in_other_hues_stay_and_their_copies_go(run):
+    """Each family's hue variants share (almost) one pHash: pHash alone kept one per family.
+    Now every variant is kept once: its copy (a transparent icon's flattened JPEG too) is
+    the near-duplicate."""
+    by_url = run["by_url"]
+    phashes = {}
+    for n, image in enumerate(FLAT):
+        original, copy = by_url[f"flat/{n}.png"], by_url[f"flat/{n}-copy.jpg"]
+        kept, dropped = (copy, original) if image.mode == "RGB" else sorted((original, copy), key=lambda r: r["uid"])
+        assert kept["status"] == "kept", kept  # a flag's copy is larger: it survives
+        assert (dropped["reason"], dropped["duplicate_of"]) == ("near_duplicate", kept["uid"]), dropped
+        phashes.setdefault(n // 4, []).append(int(original["phash"], 16))
+    # the variants of a family really are pHash near-duplicates of one another
+    assert all((values[0] ^ v).bit_count() <= 8 for values in phashes.values() for v in values)
 
 
 def test_distinct_images_are_not_merged(run):
     for seed in PLAIN:
         assert run["by_url"][f"img/{seed}.jpg"]["status"] == "kept"
     kept = [r for r in run["state"] if r["status"] == "kept"]
-    assert len(kept) == len(DUPLICATED) + len(PLAIN)
+    assert len(kept) == len(DUPLICATED) + len(PLAIN) + len(FLAT)
 
 
 def test_planted_eval_images_are_all_dropped(run):
@@ -133,7 +172,7 @@ def test_one_download_per_normalised_url(run):
 def test_the_funnel_from_beam_metrics_equals_the_ledgers(run):
     manifest = run["manifest"]
     assert manifest["funnel_from_metrics"] == manifest["funnel"]
-    assert manifest["beam_counters"]["dropped.dedup.near_duplicate"] == 2 * len(DUPLICATED)
+    assert manifest["beam_counters"]["dropped.dedup.near_duplicate"] == 2 * len(DUPLICATED) + len(FLAT)
 
 
 def test_default_filters_drop_small_wide_and_foreign(run):
@@ -167,7 +206,9 @@ def test_hashes_export_reads_dirs_shards_and_reports_bad_files(tmp_path):
     assert rows["images/a.png"]["phash"] == rows["shard-000000.tar/000002.png"]["phash"]
     assert rows["images/sub/b.jpg"]["phash"] == rows["shard-000000.tar/000001.jpg"]["phash"]
     assert (rows["images/a.png"]["width"], rows["images/a.png"]["height"]) == (200, 150)
-    assert hashes_cli.main(["export", str(tmp_path / "missing"), "-o", str(out)]) == 2
+    from openwit.pipeline.cli import main as cli_main  # a UserError: the command exits 2 (issue 25)
+
+    assert cli_main(["hashes", "export", str(tmp_path / "missing"), "-o", str(out)]) == 2
 
 
 def test_decontaminate_checks_the_hash_method_of_the_eval_file(tmp_path, capsys):

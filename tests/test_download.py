@@ -406,19 +406,38 @@ def test_a_server_that_never_answers_times_out():
         assert time.monotonic() - started < 3 and result.transient
 
 
-def test_a_dripping_body_times_out(web):
-    url = web.add("/drip", raw(b"HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\n", *[b"x"] * 100, pause=1.0))
+def test_a_dripping_body_times_out_at_the_total_cap(web):
+    # a byte every 0.3 s never trips the per-read timeout; --total-timeout ends it
+    url = web.add("/drip", raw(b"HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\n", *[b"x"] * 100, pause=0.3))
     started = time.monotonic()
-    expect(get(url, timeout=1), "timeout")
-    assert time.monotonic() - started < 3
+    result = expect(get(url, timeout=5, total_timeout=1), "timeout")
+    assert time.monotonic() - started < 3 and "--total-timeout" in result.detail
 
 
-def test_dripping_headers_time_out(web):
+def test_dripping_headers_time_out_at_the_total_cap(web):
     head = b"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 5\r\n\r\nhello"
     url = web.add("/drip-headers", drip(head, 0.3))
     started = time.monotonic()
-    expect(get(url, timeout=1), "timeout")
+    expect(get(url, timeout=5, total_timeout=1), "timeout")
     assert time.monotonic() - started < 3
+
+
+def test_a_body_that_stalls_times_out_per_read(web):
+    url = web.add("/stalls", raw(b"HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\nxxxxx", then_stall=10))
+    result = expect(get(url, timeout=0.5), "timeout")
+    assert "stalled" in result.detail
+
+
+def test_a_slow_steady_body_is_not_a_timeout(web):
+    """Longer in all than --timeout, but never silent that long: a healthy slow server."""
+    url = web.add("/steady", raw(b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\n", *[b"ab"] * 6, pause=0.4))
+    assert get(url, timeout=1.5).body == b"ab" * 6
+
+
+def test_first_byte_timeout_is_its_own(web):
+    url = web.add("/thinks", raw(b"", then_stall=10))
+    result = expect(get(url, timeout=5, first_byte_timeout=0.5), "timeout")
+    assert "no answer within 0.5s" in result.detail
 
 
 def test_timeouts_are_retried(web):

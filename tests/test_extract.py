@@ -115,14 +115,61 @@ def test_curate_reads_the_warc_and_the_ledger_names_the_record(archives):
     assert elsewhere["status"] == "dropped" and elsewhere["stage"] == "download"
 
 
-def test_a_truncated_warc_gives_a_dead_letter_row_not_a_crash(archives, tmp_path):
+def response_spans(path):
+    """(start, end, page path) of each response record of a gzipped WARC, by warcio."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    spans = []
+    with open(path, "rb") as f:
+        records = ArchiveIterator(f)
+        for record in records:
+            if record.rec_type == "response":
+                url = record.rec_headers.get_header("WARC-Target-URI")
+                record.content_stream().read()
+                spans.append([records.get_record_offset(), None, "/" + url.split("/", 3)[3]])
+            elif spans and spans[-1][1] is None:
+                spans[-1][1] = records.get_record_offset()
+    return spans
+
+
+@pytest.mark.parametrize("garbage", [b"", b"garbage" * 10])
+def test_a_warc_cut_inside_a_record_keeps_the_whole_records_and_reports_the_cut_one(archives, tmp_path, garbage):
+    """Cut in the middle of the last page's response (nothing appended, or garbage after the
+    cut): the other page's candidates all come out, and the cut record is one dead letter."""
     data = (archives["root"] / "crawl.warc.gz").read_bytes()
+    start, end, cut_page = response_spans(archives["root"] / "crawl.warc.gz")[-1]
     broken = tmp_path / "broken.warc.gz"
-    broken.write_bytes(data[: len(data) // 2] + b"garbage" * 10)
+    broken.write_bytes(data[:(start + (end or len(data))) // 2] + garbage)
     out = tmp_path / "c.parquet"
     assert cli(["extract", str(broken), "-o", str(out)]) == 0
     rows = pq.read_table(out).to_pylist()
-    assert rows and rows[-1]["error"].startswith("malformed_row")
+    base = archives["base"]
+    whole = [row for row in expected_rows(base) if row[2] != base + cut_page]
+    assert sorted((r["url"], r["caption"], r["page_url"]) for r in rows if not r["error"]) == whole
+    [dead] = [r for r in rows if r["error"]]
+    assert dead["error"].startswith(f"malformed_row: WARC broken.warc.gz: damaged at byte {start}")
+
+
+def arc_file(pages):
+    """An ARC (version 1) file, the format before WARC: a filedesc record, then one record per page."""
+    version = b"1 0 test\nURL IP-address Archive-date Content-type Archive-length\n"
+    out = f"filedesc://test.arc 0.0.0.0 20240101000000 text/plain {len(version)}\n".encode() + version + b"\n"
+    for page in pages:
+        http = b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n" + f'<img src="{page}.jpg" alt="a {page}">'.encode()
+        out += f"http://127.0.0.1/{page}.html 127.0.0.1 20240101000000 text/html {len(http)}\n".encode() + http + b"\n"
+    return out
+
+
+def test_an_arc_file_is_still_read(tmp_path):
+    """ARC files go to warcio as before (no resync); each candidate names its record by number."""
+    from openwit.pipeline.stages.read import ReadConfig, read_candidates
+
+    (tmp_path / "old.arc").write_bytes(arc_file(["cat", "dog"]))
+    records = list(read_candidates(str(tmp_path / "old.arc"), "old.arc", ReadConfig()))
+    assert [(r.url, r.caption, r.page_url) for r in records] == [
+        ("http://127.0.0.1/cat.jpg", "a cat", "http://127.0.0.1/cat.html"),
+        ("http://127.0.0.1/dog.jpg", "a dog", "http://127.0.0.1/dog.html")]
+    assert [r.source for r in records] == ["old.arc:0 ARC record 1", "old.arc:1 ARC record 2"]  # deterministic
 
 
 def test_html_details():

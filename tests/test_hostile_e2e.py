@@ -125,7 +125,7 @@ def hostile_run(tmp_path_factory):
         expected.append("malformed_row")
         (root / "in.jsonl").write_text("\n".join(lines) + "\n")
         argv = ["--input", str(root / "in.jsonl"), "--vocab", str(root / "vocab.txt"), "--output", str(root / "out"),
-                "--allow-loopback", "--timeout", "2", "--retries", "1", "--max-retry-after", "2",
+                "--allow-loopback", "--timeout", "2", "--total-timeout", "3", "--retries", "1", "--max-retry-after", "2",
                 "--max-image-bytes", "200000", "--image-size", "64", "--threshold", "100000",
                 # small test images, none of them near-duplicates of another by intent
                 "--min-image-size", "32", "--max-aspect-ratio", "0", "--near-dup-distance", "-1", "--languages", "all"]

@@ -138,3 +138,10 @@ def test_the_manifest_tells_the_merged_dataset(retried):
     assert [u["action"] for u in manifest["updates"]] == ["retry_failed", "retry_failed"]
     assert manifest["updates"][0]["rows_appended"] >= FLAKY and manifest["updates"][1]["rows_appended"] == 0
     assert manifest["shard_count"] == retried["first"]["shard_count"] == len(manifest["shards"])
+
+
+def test_a_field_a_newer_version_records_is_no_change_of_an_old_row():
+    old = {"uid": "u", "status": "kept", "phash": "ab" * 8, "colour_sig": None, "revision": 0}
+    assert not incremental._differs(old, {**old, "colour_sig": "00" * 48, "revision": 1})
+    assert incremental._differs({**old, "colour_sig": "11" * 48}, {**old, "colour_sig": "00" * 48})
+    assert incremental._differs(old, {**old, "status": "dropped"})

@@ -131,3 +131,110 @@ def test_star_clusters_equal_the_greedy_definition(k):
     assert centre.tolist() == expected
     assert (np.bitwise_count(values ^ values[centre]) <= k).all()
     assert len(centres) > len(set(components(len(values), near_duplicate_pairs(values, k)).tolist()))
+
+
+def brute_force_combined_pairs(hashes, colours, k, max_colour) -> np.ndarray:
+    """Pairs within k in pHash and within max_colour in colour (unknown colour: allowed)."""
+    pairs = []
+    for i in range(len(hashes) - 1):
+        close = i + 1 + np.flatnonzero(np.bitwise_count(hashes[i] ^ hashes[i + 1:]) <= k)
+        far = np.sqrt(((colours[close].astype(np.float64) - colours[i]) ** 2).sum(axis=2)).max(axis=1) > max_colour
+        pairs += [(i, j) for j in close[~far]]
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+
+
+def random_colours(n: int, rng, families: int = 6) -> np.ndarray:
+    """Colour rows as colour_values makes them: a few families, each jittered, some unknown."""
+    codes = rng.integers(40, 216, size=(families, 16, 3))[rng.integers(0, families, size=n)]
+    codes = np.clip(codes + rng.integers(-5, 6, size=codes.shape), 0, 255).astype(np.uint8)
+    signatures = [c.tobytes().hex() for c in codes]
+    for i in rng.choice(n, size=n // 20, replace=False):
+        signatures[i] = None
+    return neardup.colour_values(signatures)
+
+
+@pytest.mark.parametrize("k", [4, 8])
+def test_colour_checked_banded_pairs_equal_brute_force(k):
+    rng = np.random.default_rng(40 + k)
+    hashes = planted_hashes(6000, k, seed=k)
+    colours = random_colours(len(hashes), rng)
+    pairs = neardup.colour_checked_pairs(near_duplicate_pairs(hashes, k), colours)
+    expected = brute_force_combined_pairs(hashes, colours, k, neardup.DEFAULT_COLOUR_DISTANCE)
+    assert np.array_equal(pairs, expected)
+    assert 0 < len(expected) < len(near_duplicate_pairs(hashes, k))  # the colour check vetoed some
+
+
+@pytest.mark.parametrize("k", [2, 6])
+def test_colour_stars_equal_the_greedy_definition_with_repeated_hashes(k):
+    """Items (pHash, colour) in priority order, pHashes repeating (recoloured twins): a
+    centre claims only items close in both; = the definition over all items."""
+    rng = np.random.default_rng(k)
+    values = np.unique(rng.integers(0, 2**14, size=1500, dtype=np.uint64) | np.uint64(0xABCD) << np.uint64(48))
+    values = np.concatenate([values, values[:500]])[rng.permutation(len(values) + 500)]
+    colours = random_colours(len(values), rng)
+    limit = neardup.DEFAULT_COLOUR_DISTANCE
+    centre = neardup.near_duplicate_stars(values, k, colours=colours, max_colour=limit)
+    expected, centres = [], []
+    for i, v in enumerate(values):
+        close = [c for c in centres if int(np.bitwise_count(values[c] ^ v)) <= k and not
+                 np.sqrt(((colours[c].astype(np.float64) - colours[i]) ** 2).sum(axis=1)).max() > limit]
+        expected.append(close[0] if close else i)
+        centres += [] if close else [i]
+    assert centre.tolist() == expected
+    assert len(centres) > len(np.unique(neardup.near_duplicate_stars(np.unique(values), k)))  # colour split stars
+
+
+def flat_planted_set(hues: int, chroma: float):
+    """(graphic id, copy name, pHash, colour signature) of every distinct flat graphic and its
+    copies, hashed as curation hashes a download."""
+    from flat_graphics import copies, members
+    from openwit.pipeline.stages.image import image_colour_signature
+
+    rows = []
+    for graphic, (_, image) in enumerate(members(hues, chroma)):
+        for name, data in copies(image):
+            processed = process_image(data, ImageConfig(min_image_size=0))
+            rows.append((graphic, name, int(processed.phash, 16), image_colour_signature(data)))
+    return rows
+
+
+def test_flat_graphics_in_other_hues_are_never_merged_and_their_copies_still_are():
+    """Flags and transparent icons in hues 45 degrees apart at equal luminance hash alike;
+    the colour check keeps them apart and costs no copy that pHash finds."""
+    k, limit = DEFAULT_DISTANCE, neardup.DEFAULT_COLOUR_DISTANCE
+    rows = flat_planted_set(hues=8, chroma=0.6)
+    graphic = np.array([r[0] for r in rows])
+    hashes = np.array([r[2] for r in rows], dtype=np.uint64)
+    colours = neardup.colour_values(r[3] for r in rows)
+    same = graphic[:, None] == graphic[None, :]
+    phash_close = np.bitwise_count(hashes[:, None] ^ hashes[None, :]) <= k
+    colour_close = neardup.colour_close(neardup.colour_distances(colours[:, None], colours[None, :]), limit)
+    assert (phash_close & ~same).sum() > 1000  # pHash alone merges distinct graphics
+    assert not (phash_close & colour_close & ~same).any()  # the combined rule never does
+    assert (phash_close & same & ~colour_close).sum() == 0  # and loses no copy pHash finds
+    assert (phash_close & same).sum() > 3 * len(rows)
+    # Stars in survivor order: no star holds two graphics; every graphic's copies within
+    # k of its original share that original's star or another star of the same graphic.
+    centre = neardup.near_duplicate_stars(hashes, k, colours=colours, max_colour=limit)
+    assert (graphic[centre] == graphic).all()
+    assert len(np.unique(centre)) < len(rows)
+    # Transparency: an icon and its copy flattened onto white are the same picture.
+    by_name = {(r[0], r[1]): r for r in rows}
+    for g in set(graphic.tolist()):
+        original, flat = by_name[(g, "original png")], by_name[(g, "flattened png")]
+        assert (original[2], original[3]) == (flat[2], flat[3])
+
+
+def test_colour_signature_reads_back_as_cielab():
+    """The format contract between image.py (writes) and neardup (reads): a solid sRGB red
+    reads back as its CIELAB (D65) reference values 53.24, 80.09, 67.20 in all 16 cells;
+    white on a transparent PNG's empty half (alpha is matted on white)."""
+    from flat_graphics import encode
+    from openwit.pipeline.stages.image import image_colour_signature
+
+    red = neardup.colour_values([image_colour_signature(encode(Image.new("RGB", (64, 64), (255, 0, 0)), "PNG"))])[0]
+    assert red.shape == (16, 3) and np.abs(red - [53.24, 80.09, 67.20]).max() < 0.6
+    half = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    half.paste((255, 0, 0, 255), (0, 0, 32, 64))
+    cells = neardup.colour_values([image_colour_signature(encode(half, "PNG"))])[0].reshape(4, 4, 3)
+    assert np.abs(cells[:, :2] - [53.24, 80.09, 67.20]).max() < 0.6 and np.abs(cells[:, 2:] - [100, 0, 0]).max() < 0.6

@@ -50,7 +50,8 @@ def test_ten_thousand_hostile_urls_each_end_with_their_reason(tmp_path):
         (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         argv = ["--input", str(tmp_path / "in.jsonl"), "--vocab", str(tmp_path / "vocab.txt"),
                 "--output", str(tmp_path / "out"), "--allow-loopback", "--timeout", "2", "--retries", "1",
-                "--max-retry-after", "2", "--max-image-bytes", "200000", "--image-size", "64",
+                # the drip case sends a byte every 0.5 s: only the total cap ends it
+                "--total-timeout", "3", "--max-retry-after", "2", "--max-image-bytes", "200000", "--image-size", "64",
                 "--threshold", "100000", "--min-image-size", "32", "--max-aspect-ratio", "0",
                 "--near-dup-distance", "-1", "--languages", "all",
                 # one local host stands in for the whole web

@@ -1,27 +1,34 @@
 """`openwit audit report DIR -o report.html`: one self-contained static page (inline SVG
 plots, images embedded as data URIs, no script and no network asset) built from the ledger,
-manifest, stats and shards of an output directory."""
+manifest, stats and shards of an output directory. With an explorer (`audit explorer`, or
+--explorer), its drop reasons and duplicate clusters link into the explorer's views."""
 from __future__ import annotations
 
 import base64
 import html
 import math
 import os
+from urllib.parse import urlencode
 
 from openwit.pipeline.output import layout, ledger, shards
 from openwit.pipeline.output.manifest import read_manifest
+from openwit.pipeline.audit.explorer import parse_distances, staging_of
 from openwit.pipeline.audit.summary import balancing_effect, language_counts
 from openwit.pipeline.stages.image import OUTPUT_FORMATS
 from openwit.schemas.record import KEPT
 
 WIDTH = 760
-COLUMNS = ["uid", "revision", "status", "stage", "reason", "language", "original_width", "original_height",
-           "caption", "url", "page_url", "key"]
+COLUMNS = ["uid", "revision", "status", "stage", "reason", "detail", "duplicate_of", "language", "original_width",
+           "original_height", "caption", "url", "page_url", "shard", "key", "sha256", "image_format"]
+# How many near-duplicate clusters the report shows as image strips, and members per strip.
+STRIPS, STRIP_MEMBERS = 4, 7
 STYLE = """body{font-family:sans-serif;max-width:820px;margin:2em auto;color:#222}
 h2{margin-top:2em;border-bottom:1px solid #ccc}table{border-collapse:collapse}
 td,th{padding:2px 10px;text-align:right}td:first-child,th:first-child{text-align:left}
 .grid{display:grid;grid-template-columns:repeat(4,1fr);gap:10px}.grid figure{margin:0;font-size:12px}
-.grid img{width:100%;image-rendering:auto}svg text{font-size:11px}"""
+.grid img{width:100%;image-rendering:auto}svg text{font-size:11px}
+.strip{display:flex;gap:8px;overflow-x:auto;margin-bottom:1em}.strip figure{margin:0;width:110px;flex:none;font-size:11px}
+.strip img{width:110px;border:2px solid transparent;box-sizing:border-box}.strip .survivor img{border-color:#6a9f58}"""
 
 
 def esc(value) -> str:
@@ -126,27 +133,119 @@ def funnel_table(steps: list[tuple[str, int]]) -> str:
     return f'<table id="funnel-table"><tr><th>step</th><th>remaining</th><th>share</th></tr>{rows}</table>'
 
 
-def build_report(out_dir: str) -> str:
+def build_report(out_dir: str, explorer=None) -> str:
+    """The page; `explorer`: the explorer's index.html as the report links to it (or None)."""
     state = ledger.current_state(ledger.read_ledger(out_dir, columns=COLUMNS))
     rows = state.to_pylist()
     kept = {r["key"]: r for r in rows if r["status"] == KEPT}
     steps = ledger.funnel(state)
     manifest = read_manifest(out_dir)
+    reasons = ledger.drop_reasons(state)
     sections = [
         f"<h1>openwit report</h1><p>{esc(out_dir)} &middot; openwit {esc(manifest.get('openwit_version'))} &middot; "
         f"seed {esc(manifest.get('seed'))} &middot; vocabulary sha256 {esc(manifest['vocab']['sha256'][:16])}…</p>",
+        explorer_note(explorer),
         "<h2>Funnel</h2>", bar_chart("plot-funnel", steps), funnel_table(steps),
         "<h2>Drop reasons</h2>",
-        bar_chart("plot-reasons", [(f"{s}: {r}", n) for s, r, n in ledger.drop_reasons(state)], "#d1603d"),
+        bar_chart("plot-reasons", [(f"{s}: {r}", n) for s, r, n in reasons], "#d1603d"),
+        reason_links(reasons, explorer),
         "<h2>Languages</h2>", bar_chart("plot-languages", [(lang, n) for lang, n, _ in language_counts(state)[:15]]),
         "<h2>Image sizes (kept, shorter side of the original)</h2>",
         bar_chart("plot-sizes", size_bins(rows), "#6a9f58"),
     ]
     sections += balancing_section(out_dir)
+    sections += duplicate_strips(out_dir, manifest, rows, explorer)
     sections += ["<h2>Samples</h2>", sample_cards(out_dir, kept)]
     body = "\n".join(sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"/><title>openwit report</title>'
             f"<style>{STYLE}</style></head><body>{body}</body></html>")
+
+
+def explorer_link(explorer: str, **state) -> str:
+    """A link to one view of the explorer (its state lives in the URL's hash)."""
+    return f"{explorer}#{urlencode(state)}"
+
+
+def explorer_note(explorer) -> str:
+    if not explorer:
+        return ""
+    return (f'<p id="explorer-link">Browse every candidate, kept or dropped, and why: '
+            f'<a href="{esc(explorer)}">the explorer</a>.</p>')
+
+
+def reason_links(reasons: list, explorer) -> str:
+    if not explorer:
+        return ""
+    items = "".join(f'<li><a class="reason-link" data-reason="{esc(r)}" href="{esc(explorer_link(explorer, view="dropped", reason=r))}">'
+                    f"{esc(s)}: {esc(r)}</a> ({n:,})</li>" for s, r, n in reasons)
+    return f'<ul id="reason-links">{items}</ul>'
+
+
+def shard_images(out_dir: str, wanted: set) -> dict:
+    """(shard, key) -> (extension, bytes) of the wanted samples, reading only their shards."""
+    found = {}
+    for shard in sorted({shard for shard, _ in wanted}):
+        path = layout.shard_tar(layout.shards_dir(out_dir), shard)
+        if not os.path.exists(path):
+            continue
+        for key, ext, _, data in shards.tar_members(path):
+            if (shard, key) in wanted and ext in OUTPUT_FORMATS:
+                found[(shard, key)] = (ext, data.read())
+    return found
+
+
+def image_tag(ext: str, data: bytes, alt: str) -> str:
+    mime = {"jpg": "jpeg"}.get(ext, ext)
+    return f'<img alt="{esc(alt)}" src="data:image/{mime};base64,{base64.b64encode(data).decode()}"/>'
+
+
+def duplicate_strips(out_dir: str, manifest: dict, rows: list, explorer) -> list[str]:
+    """The largest near-duplicate clusters as image strips: the survivor and its duplicates
+    with their distances, so a person can judge whether each is really one picture. Images
+    come from the shards (kept) or staging (dropped, while staging still holds them)."""
+    by_uid = {r["uid"]: r for r in rows}
+    clusters = {}
+    for r in rows:
+        if r["reason"] == "near_duplicate" and r["duplicate_of"] in by_uid:
+            clusters.setdefault(r["duplicate_of"], []).append(r)
+    chosen = sorted(clusters.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:STRIPS]
+    if not chosen:
+        return []
+    images = shard_images(out_dir, {(by_uid[uid]["shard"], by_uid[uid]["key"]) for uid, _ in chosen
+                                    if by_uid[uid]["status"] == KEPT})
+    staging = staging_of(out_dir, manifest)
+    strips = ["<h2>Near-duplicate clusters</h2>",
+              f"<p>The {len(chosen)} largest of {len(clusters):,}: the survivor (green) and up to "
+              f"{STRIP_MEMBERS} candidates dropped as its near duplicates, with their distances.</p>"]
+    for uid, members in chosen:
+        survivor = by_uid[uid]
+        fate = "kept" if survivor["status"] == KEPT else f"later dropped: {survivor['reason']}"
+        figures = [figure("survivor", staging, survivor, images, f"survivor ({fate})")]
+        for member in sorted(members, key=lambda m: (parse_distances(m["detail"]).get("phash", 0), m["uid"]))[:STRIP_MEMBERS]:
+            figures.append(figure("member", staging, member, images, parse_distances_text(member["detail"])))
+        title = f"{esc(uid)}: {len(members)} near duplicate(s)"
+        if explorer:
+            title = f'<a href="{esc(explorer_link(explorer, view="clusters", cluster=uid))}">{title}</a>'
+        strips.append(f'<h3>{title}</h3><div class="strip" data-survivor="{esc(uid)}">{"".join(figures)}</div>')
+    return strips
+
+
+def figure(role: str, staging: str, row: dict, shard_images_found: dict, text: str) -> str:
+    """One picture of a strip: a kept sample's from its shard, else its staged image."""
+    picture = "no image"
+    if (row["shard"], row["key"]) in shard_images_found:
+        picture = image_tag(*shard_images_found[(row["shard"], row["key"])], row["caption"])
+    elif row["sha256"] and row["image_format"]:
+        path = layout.staged_image(staging, row["sha256"], row["image_format"])
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                picture = image_tag(row["image_format"], f.read(), row["caption"])
+    return (f'<figure class="{role}" data-uid="{esc(row["uid"])}">{picture}'
+            f'<figcaption>{esc(text)}</figcaption></figure>')
+
+
+def parse_distances_text(detail) -> str:
+    return ", ".join(f"{name} distance {value}" for name, value in parse_distances(detail).items()) or (detail or "")
 
 
 def balancing_section(out_dir: str) -> list[str]:
@@ -162,8 +261,8 @@ def balancing_section(out_dir: str) -> list[str]:
             rank_plot("plot-entries", series, effect["threshold"])]
 
 
-def write_report(out_dir: str, output: str) -> None:
-    page = build_report(out_dir)
+def write_report(out_dir: str, output: str, explorer=None) -> None:
+    page = build_report(out_dir, explorer)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
         f.write(page)

@@ -16,10 +16,11 @@ manifest refresh are output/ operations (shards, ledger, manifest).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from openwit.pipeline.common import progress
+from openwit.pipeline.common.errors import OneLineParser, UserError, check_output_dir
 from openwit.pipeline.common.flags import lines_file
 from openwit.pipeline.common.clock import utc_now
 from openwit.pipeline.config import CurateConfig
@@ -59,7 +60,7 @@ def blocked_rows(out_dir: str, state: list, request: Blocklist, cfg) -> tuple[Bl
     k = content_distance(cfg.near_dup_distance) if cfg else 0
     uids = {r["uid"] for r in named}
     same_picture = [r for r in state if r["uid"] not in uids and r["status"] == "kept"
-                    and blocklist.content(r["sha256"], r["stored_sha256"], r["phash"], k)]
+                    and blocklist.row_content(r, k)]
     return blocklist, named + same_picture
 
 
@@ -81,7 +82,20 @@ def purge_staging(out_dir: str, cfg, removed: list, state: list) -> int:
     return len(present)
 
 
-def takedown(out_dir: str, urls=(), uids=(), domains=(), note: str = "") -> dict:
+def rewrite_shards(shards_dir: str, by_shard: dict, show=None) -> dict:
+    """Rewrite every shard that holds a removed sample (-> shard: samples left), with a
+    progress display over them (`show`: progress.Options; None: none)."""
+    sizes, removed = {}, 0
+    with progress.LoopProgress("takedown", len(by_shard), show or progress.Options(quiet=True),
+                               unit="shards") as shown:
+        for shard, keys in sorted(by_shard.items()):
+            sizes[shard] = shards.rewrite_shard(shards_dir, shard, keys)
+            removed += len(keys)
+            shown.advance(samples_removed=removed)
+    return sizes
+
+
+def takedown(out_dir: str, urls=(), uids=(), domains=(), note: str = "", show=None) -> dict:
     table = ledger.read_ledger(out_dir)
     state = ledger.current_state(table).to_pylist()
     cfg = recorded_config(out_dir)
@@ -95,7 +109,7 @@ def takedown(out_dir: str, urls=(), uids=(), domains=(), note: str = "") -> dict
         if row["status"] == "kept":
             by_shard.setdefault(row["shard"], set()).add(row["key"])
     shards_dir = layout.shards_dir(out_dir)
-    sizes = {shard: shards.rewrite_shard(shards_dir, shard, keys) for shard, keys in sorted(by_shard.items())}
+    sizes = rewrite_shards(shards_dir, by_shard, show)
     shards.update_sizes(shards_dir, sizes)
     ledger.append_rows(out_dir, [taken_down_row(r, note) for r in todo], revision, recorded_at)
     purged = purge_staging(out_dir, cfg, named, state)
@@ -106,17 +120,34 @@ def takedown(out_dir: str, urls=(), uids=(), domains=(), note: str = "") -> dict
     return result
 
 
+def list_file(flag: str, path) -> list[str]:
+    """The lines of a --urls/--uids/--domains file; a missing or unreadable one is a user error."""
+    try:
+        return lines_file(path)
+    except FileNotFoundError:
+        raise UserError(f"{flag} {path}: no such file; give the path of a file with one entry a line") from None
+    except IsADirectoryError:
+        raise UserError(f"{flag} {path}: is a folder; give the path of a file with one entry a line") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{flag} {path}: cannot be read ({err}); give a UTF-8 text file, one entry a line") from None
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="openwit takedown", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="openwit takedown", description=__doc__.splitlines()[0])
     parser.add_argument("dir", help="output directory of openwit curate")
     parser.add_argument("--urls", help="file of image or page URLs, one a line")
     parser.add_argument("--uids", help="file of uids, one a line")
     parser.add_argument("--domains", help="file of domains (subdomains included), one a line")
     parser.add_argument("--note", default="", help="why (e.g. a ticket number); stored in each row's detail")
+    progress.add_flags(parser)
     args = parser.parse_args(argv)
     if not (args.urls or args.uids or args.domains):
         parser.error("give --urls, --uids or --domains")
-    result = takedown(args.dir, lines_file(args.urls), lines_file(args.uids), lines_file(args.domains), args.note)
+    show = progress.options_of(args)
+    check_output_dir(args.dir, layout.ledger_dir(args.dir))
+    urls, uids, domains = (list_file(flag, path) for flag, path in
+                           (("--urls", args.urls), ("--uids", args.uids), ("--domains", args.domains)))
+    result = takedown(args.dir, urls, uids, domains, args.note, show)
     print(json.dumps(result, indent=1))
     if not result["named"]:
         print("openwit takedown: nothing in the ledger matches", file=sys.stderr)

@@ -15,6 +15,7 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
+from openwit.pipeline.common import progress
 from openwit.pipeline.output import layout, ledger, manifest as manifests, shards
 from openwit.pipeline.stages import match, write
 from openwit.pipeline.stages.blocklist import Blocklist
@@ -97,9 +98,10 @@ def check_sample(shard: str, key: str, files: dict, row) -> Iterator[str]:
         yield from check_metadata(f"{where}.json", files["json"], expected["json"], sample_metadata(record))
 
 
-def check_shards(out_dir: str, kept: dict) -> Iterator[str]:
+def check_shards(out_dir: str, kept: dict, shown=None) -> Iterator[str]:
     """Every sample of every shard against the kept rows, sizes.json and the Parquet index.
-    `kept`: (shard, key) -> ledger row of every currently kept candidate."""
+    `kept`: (shard, key) -> ledger row of every currently kept candidate. `shown`: a
+    progress.LoopProgress over the shards (None: no progress)."""
     shards_dir = layout.shards_dir(out_dir)
     seen, sizes_found = set(), {}
     for path in shards.tar_paths(shards_dir):
@@ -111,6 +113,8 @@ def check_shards(out_dir: str, kept: dict) -> Iterator[str]:
             seen.add((shard, key))
             yield from check_sample(shard, key, files, kept.get((shard, key)))
         yield from check_index(layout.shard_index(shards_dir, shard), set(samples), shard, kept)
+        if shown is not None:
+            shown.advance(samples=len(seen))
     for shard, key in sorted(set(kept) - seen):
         yield f"{shard}/{key}: kept in the ledger but missing from the shards"
     yield from check_sizes(shards_dir, sizes_found)
@@ -178,7 +182,7 @@ def check_row(row: dict, uids: set) -> Iterator[str]:
         yield f"ledger: uid {uid} has non-terminal status {row['status']!r}"
 
 
-def check_manifest(out_dir: str, manifest, state) -> Iterator[str]:
+def check_manifest(out_dir: str, manifest, state, show=None) -> Iterator[str]:
     if manifest is None:
         yield f"{layout.MANIFEST}: missing"
         return
@@ -194,16 +198,19 @@ def check_manifest(out_dir: str, manifest, state) -> Iterator[str]:
     elif match.vocab_sha256(vocab["path"]) != vocab.get("sha256"):
         yield f"vocabulary: {vocab['path']} no longer has the sha256 the run used ({vocab.get('sha256')})"
     if "digests" in manifest:
-        yield from check_digests(out_dir, manifest["digests"])
+        yield from check_digests(out_dir, manifest["digests"], show)
 
 
-def check_digests(out_dir: str, recorded: dict) -> Iterator[str]:
+def check_digests(out_dir: str, recorded: dict, show=None) -> Iterator[str]:
     """Every file under shards/, ledger/ and stats/ against the manifest's digests: a changed,
-    missing or added file is a violation; a changed ledger part names its changed columns."""
+    missing or added file is a violation; a changed ledger part names its changed columns.
+    Every file is read: `show` (progress.Options) shows that pass, file by file."""
     if recorded.get("algorithm") != manifests.DIGEST_ALGORITHM:
         yield f"{layout.MANIFEST}: unknown digest algorithm {recorded.get('algorithm')!r}"
         return
-    now = manifests.file_digests(out_dir)
+    with progress.LoopProgress("digests", len(manifests.digested_files(out_dir)),
+                               show or progress.Options(quiet=True)) as shown:
+        now = manifests.file_digests(out_dir, each=shown.advance)
     expected, found = recorded.get("files", {}), now["files"]
     for name in sorted(set(expected) | set(found)):
         if name not in found:
@@ -225,7 +232,7 @@ def changed_columns(expected, found) -> str:
 
 def check_blocklist(out_dir: str, manifest, kept: dict) -> Iterator[str]:
     """No kept sample is on OUT's takedown blocklist: not by uid, URL or domain, and not by
-    its picture (sha256, or pHash within the run's near-dup distance)."""
+    its picture (sha256, or a near-duplicate by the dedup rule: stages/blocklist.py)."""
     blocklist = Blocklist.load(layout.blocklist_path(out_dir))
     if not blocklist:
         return
@@ -233,20 +240,25 @@ def check_blocklist(out_dir: str, manifest, kept: dict) -> Iterator[str]:
     k = content_distance(near if isinstance(near, int) else 0)
     for (shard, key), row in sorted(kept.items()):
         why = (blocklist.named(row["uid"], row["url"], row["page_url"])
-               or blocklist.content(row["sha256"], row["stored_sha256"], row["phash"], k))
+               or blocklist.row_content(row, k))
         if why:
             yield f"{shard}/{key}: published, but on the takedown blocklist ({why})"
 
 
-def verify_output(out_dir: str) -> tuple[list[str], list[str]]:
-    """(violations, notes) of OUT. Notes say what could not be checked and are no failure."""
+def verify_output(out_dir: str, show=None) -> tuple[list[str], list[str]]:
+    """(violations, notes) of OUT. Notes say what could not be checked and are no failure.
+    `show`: progress.Options for a display over the two long parts, the files' digests and
+    the shards' samples (None: none)."""
     table = ledger.read_ledger(out_dir)
     state = ledger.current_state(table)
     kept = {(r["shard"], r["key"]): r for r in state.to_pylist() if r["status"] == "kept"}
     manifest = manifests.read_manifest(out_dir)
     notes = [NO_DIGESTS] if manifest is not None and "digests" not in manifest else []
-    violations = [*check_ledger(table, state), *check_manifest(out_dir, manifest, state),
-                  *check_shards(out_dir, kept), *check_blocklist(out_dir, manifest, kept)]
+    violations = [*check_ledger(table, state), *check_manifest(out_dir, manifest, state, show)]
+    with progress.LoopProgress("verify", len(shards.tar_paths(layout.shards_dir(out_dir))),
+                               show or progress.Options(quiet=True), unit="shards") as shown:
+        violations += check_shards(out_dir, kept, shown)
+    violations += check_blocklist(out_dir, manifest, kept)
     return violations, notes
 
 

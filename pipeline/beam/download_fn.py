@@ -8,7 +8,8 @@ steps, each started by the previous step's completion callback:
    counted as an attempt its host answered, for the circuit breaker;
 2. otherwise it is downloaded (the Downloader's event loop);
 3. the download is decoded, checked, resized and staged (a CPU pool), and a lasting outcome
-   leaves a receipt.
+   leaves a receipt. Its body counts against --fetched-bytes-budget until then: over the
+   budget no new download starts (client.BodyBudget).
 
 Every record comes back exactly once, on the queue of the bundle that submitted it: each
 callback catches whatever it raises and then puts an internal_error drop of its record there.
@@ -29,6 +30,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from openwit.pipeline.beam.stage import guarded, route
+from openwit.pipeline.common import progress
 from openwit.pipeline.config import CurateConfig
 from openwit.pipeline.download import staging
 from openwit.pipeline.download.client import Downloader
@@ -103,16 +105,25 @@ class DownloadFn(beam.DoFn):
         """Step 2 done: the image work goes to the CPU pool."""
         try:
             task = self.cpu.submit(self.finish_one, record, download)
-            task.add_done_callback(functools.partial(self.after_processing, finished, record))
+            task.add_done_callback(functools.partial(self.after_processing, finished, record, download))
         except BaseException as err:  # noqa: BLE001 - e.g. the pool is shutting down
+            self.release(download)
             finished.put(drop_internal_error(record, "download", err))
 
-    def after_processing(self, finished, record, task) -> None:
-        """Step 3 done: the record is back."""
+    def after_processing(self, finished, record, download, task) -> None:
+        """Step 3 done: the record is back, and its body leaves the fetched-bytes budget."""
+        self.release(download)
         try:
             finished.put(task.result())  # finish_one is guarded; this catches what is left
         except BaseException as err:  # noqa: BLE001 - the record must come back, whatever happened
             finished.put(drop_internal_error(record, "download", err))
+
+    def release(self, download) -> None:
+        """The body is decoded (or never will be): downloads waiting on the budget may start."""
+        try:
+            self.downloader.release(download.result())
+        except BaseException:  # noqa: BLE001 - a failed download held no bytes
+            pass
 
     def take(self, block: bool):
         while True:
@@ -123,6 +134,7 @@ class DownloadFn(beam.DoFn):
                 if not self.downloader.alive():  # nothing in flight can finish any more
                     raise RuntimeError("openwit's download event loop stopped; the bundle fails so it is retried")
         self.in_flight -= 1
+        progress.bump(progress.DOWNLOADED)  # the live display's downloads done (common/progress.py)
         return route(record)
 
     def process(self, record):

@@ -13,14 +13,15 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
+from openwit.pipeline.common import progress
 from openwit.pipeline.output import ledger
 from openwit.schemas.record import DROPPED, Record, drop_internal_error
 
 NAMESPACE = "openwit"
 # Counter names: the funnel's ends, and one counter per drop (`dropped.STAGE.REASON`).
-CANDIDATES = "candidates"
-KEPT_COUNTER = "kept"
-DROPPED_PREFIX = "dropped."
+CANDIDATES = progress.CANDIDATES
+KEPT_COUNTER = progress.KEPT
+DROPPED_PREFIX = progress.DROPPED_PREFIX
 _SHARED = Shared()  # big lookups are loaded once per worker process, not per bundle
 
 
@@ -37,6 +38,7 @@ def load_once(tag: str, loader):
 
 def count(name: str, n: int = 1) -> None:
     Metrics.counter(NAMESPACE, name).inc(n)
+    progress.bump(name, n)  # the live display's copy (common/progress.py)
 
 
 def beam_counters(result) -> dict:
@@ -65,7 +67,9 @@ def funnel_from_counters(counters: dict) -> list[tuple[str, int]]:
 
 def route(record: Record):
     if record.status == DROPPED:
-        Metrics.counter(NAMESPACE, f"{DROPPED_PREFIX}{record.stage}.{record.reason}").inc()
+        name = f"{DROPPED_PREFIX}{record.stage}.{record.reason}"
+        Metrics.counter(NAMESPACE, name).inc()
+        progress.bump(name)
         return pvalue.TaggedOutput(DROPPED, record)
     return record
 
@@ -89,12 +93,16 @@ class StageFn(beam.DoFn):
     def __init__(self, stage: str, build):
         self._stage = stage
         self._build = build
+        self._passed = progress.PASSED_PREFIX + stage
 
     def setup(self):
         self._fn = guarded(self._build(), self._stage)
 
     def process(self, record, *side_inputs):
-        yield route(self._fn(record, *side_inputs))
+        out = self._fn(record, *side_inputs)
+        if out.status != DROPPED:  # e.g. passed.balance_pre: the download phase's to-do
+            progress.bump(self._passed)
+        yield route(out)
 
 
 def apply_stage(pcoll, stage: str, build, *side_inputs):

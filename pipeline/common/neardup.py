@@ -15,6 +15,13 @@ labelled by their smallest member: deterministic whatever the input order. They 
 work: a component can chain (A~B~C with A far from C), so duplicates are decided inside each
 component by greedy star clustering (`star_centers`): every value lies within k of its
 centre, and centres are pairwise farther than k apart.
+
+Colour (issue 26): pHash sees a grayscale thumbnail, so flat graphics that differ only in
+hue (flags, logos, icons) hash alike. A near-duplicate must then also be within
+`max_colour` in colour signature (stages/image.py colour_signature: the mean CIELAB colour
+of 4x4 cells; the distance is the largest per-cell CIELAB distance, ΔE76). Only pairs
+already within k in pHash pay for that check. An item without a signature (a record made
+before signatures existed) has NaN colours: the pHash alone decides for it, as before.
 """
 from __future__ import annotations
 
@@ -27,6 +34,10 @@ HASH_BITS = 64
 # pHash distance of resized/recompressed copies (tests/test_neardup.py): <= 6 measured;
 # distinct images >= 14. 8 leaves room on both sides.
 DEFAULT_DISTANCE = 8
+# Largest per-cell CIELAB distance of a near-duplicate's colour signature: copies (resized,
+# JPEG q40-95, WebP, flattened) measured <= 7.1, equal-luminance flat graphics 30 degrees of
+# hue apart >= 12.1 (docs/dedup.md, bench/bench_dedup.py --colour). 10 sits between.
+DEFAULT_COLOUR_DISTANCE = 10.0
 
 
 def split_bits(positions: list[int], parts: int) -> list[list[int]]:
@@ -183,32 +194,79 @@ def near_duplicate_clusters(hashes, k: int, max_bucket: int = 4096) -> np.ndarra
     return labels[inverse]
 
 
-def star_centers(values, k: int) -> np.ndarray:
-    """Greedy star clustering of hash values given in priority order (the caller's survivor
-    order): the first unclaimed value becomes a centre and claims every unclaimed value
-    within k of it. -> the index of each value's centre (a centre's is its own). Equal to
-    "a value's centre is the first centre within k of it, in priority order". Every value
-    lies within k of its centre; centres are pairwise farther than k apart. Cost: one
-    vectorised scan of the still-unclaimed values per centre, O(n x centres) time, O(n)
-    memory (no edge list: a dense component of n values has ~n^2/2 edges)."""
+def star_centers(values, k: int, colours=None, max_colour: float = DEFAULT_COLOUR_DISTANCE) -> np.ndarray:
+    """Greedy star clustering of items given in priority order (the caller's survivor
+    order): the first unclaimed item becomes a centre and claims every unclaimed item
+    within k of it (and, with `colours` from `colour_values`, within `max_colour` in
+    colour too; then hash values may repeat). -> the index of each item's centre (a
+    centre's is its own). Equal to "an item's centre is the first centre close to it, in
+    priority order". Every item is close to its centre; centres are pairwise not close.
+    Cost: one vectorised scan of the still-unclaimed values per centre, O(n x centres) time,
+    O(n) memory (no edge list: a dense component of n values has ~n^2/2 edges); the colour
+    distance only for the items within k of the centre."""
     values = np.asarray(values, dtype=np.uint64)
     centre = np.full(len(values), -1, dtype=np.int64)
     remaining, left = np.arange(len(values)), values
     while len(remaining):
         close = np.bitwise_count(left ^ left[0]) <= k  # left[0]: the first unclaimed, a centre
+        if colours is not None:
+            near = np.flatnonzero(close)
+            close[near] = colour_close(colour_distances(colours[remaining[near]], colours[remaining[0]]), max_colour)
         centre[remaining[close]] = remaining[0]
         remaining, left = remaining[~close], left[~close]
     return centre
 
 
-def near_duplicate_stars(values, k: int, max_bucket: int = 4096) -> np.ndarray:
-    """Centre index per value, for distinct values in priority order: connected components
-    from the banded kernel, then `star_centers` inside each (what beam/graph.py does)."""
+def near_duplicate_stars(values, k: int, max_bucket: int = 4096, colours=None,
+                         max_colour: float = DEFAULT_COLOUR_DISTANCE) -> np.ndarray:
+    """Centre index per item, for items in priority order: connected components of the
+    distinct hash values from the banded kernel, then `star_centers` inside each (what
+    beam/graph.py does). Without `colours` the values must be distinct; with them, items
+    may share a hash value (a flag and its recoloured twin)."""
     values = np.asarray(values, dtype=np.uint64)
-    labels = components(len(values), near_duplicate_pairs(values, k, max_bucket))
+    distinct, inverse = np.unique(values, return_inverse=True)
+    labels = components(len(distinct), near_duplicate_pairs(distinct, k, max_bucket))[inverse.ravel()]
     centre = np.empty(len(values), dtype=np.int64)
     order = np.argsort(labels, kind="stable")  # members of a component, in priority order
     starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
     for members in np.split(order, starts[1:]):
-        centre[members] = members[star_centers(values[members], k)]
+        member_colours = None if colours is None else colours[members]
+        centre[members] = members[star_centers(values[members], k, member_colours, max_colour)]
     return centre
+
+
+# --- colour signatures: the second check on pHash-close pairs ------------------------------
+
+def colour_values(signatures) -> np.ndarray:
+    """(n, cells, 3) float32 CIELAB of hex colour signatures (stages/image.py
+    colour_signature: 3 bytes a cell, L* x 2.55, a* + 128, b* + 128); NaN for a missing one
+    (None or empty), which then never vetoes a pHash match."""
+    signatures = list(signatures)
+    cells = next((len(s) // 6 for s in signatures if s), 1)
+    out = np.full((len(signatures), cells, 3), np.nan, dtype=np.float32)
+    for i, signature in enumerate(signatures):
+        if signature:
+            out[i] = np.frombuffer(bytes.fromhex(signature), dtype=np.uint8).reshape(cells, 3)
+    out[:, :, 0] /= np.float32(2.55)
+    out[:, :, 1:] -= 128
+    return out
+
+
+def colour_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The largest per-cell CIELAB distance (ΔE76) between colour rows of `a` and `b`
+    (broadcast); NaN where either is unknown. The largest, not the mean: a flag whose
+    emblem alone changed colour differs in a few cells only."""
+    return np.sqrt(((a.astype(np.float64) - b) ** 2).sum(axis=-1)).max(axis=-1)
+
+
+def colour_close(distances: np.ndarray, max_colour: float) -> np.ndarray:
+    """Whether colour distances allow a near-duplicate; unknown (NaN) allows it."""
+    return ~(distances > max_colour)
+
+
+def colour_checked_pairs(pairs: np.ndarray, colours: np.ndarray, max_colour: float = DEFAULT_COLOUR_DISTANCE,
+                         ) -> np.ndarray:
+    """The pairs (of the banded kernel, within k in pHash) that are close in colour too."""
+    if len(pairs) == 0:
+        return pairs
+    return pairs[colour_close(colour_distances(colours[pairs[:, 0]], colours[pairs[:, 1]]), max_colour)]

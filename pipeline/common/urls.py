@@ -99,3 +99,24 @@ def remove_dot_segments(path: str) -> str:
             continue
         out.append(segment)
     return "/".join(out) or "/"
+
+
+def without_credentials(url: str) -> str:
+    """`url` without a user name and password: what the ledger records of a credentials_in_url
+    candidate, so the secret is never published (an unparseable url stays as it is)."""
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError):
+        return url
+    if parsed.raw_user is None and parsed.raw_password is None:
+        return url
+    # cut the text itself, so the rest of the url stays byte for byte as the input had it
+    scheme, _, rest = url.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    clean = f"{scheme}://{rest[:end].rpartition('@')[2]}{rest[end:]}"
+    try:
+        if URL(clean).raw_user is None and URL(clean).raw_password is None:
+            return clean
+    except (ValueError, TypeError):
+        pass
+    return str(parsed.with_user(None))  # yarl saw the authority otherwise: its own rendering

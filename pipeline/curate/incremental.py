@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from openwit.pipeline.common import progress
 from openwit.pipeline.common.clock import utc_now
 from openwit.pipeline.output import files, layout, ledger, shards
 from openwit.pipeline.output.manifest import read_manifest, update_manifest
@@ -37,6 +38,8 @@ from openwit.schemas.reasons import REASONS
 # exactly these; the others are lasting and never retried.
 TRANSIENT_REASONS = sorted(name for name, r in REASONS.items() if r.transient)
 _NOT_COMPARED = ("revision", "recorded_at")
+# Fields a newer openwit records: an old row without one has not changed because of it.
+_ADDED_LATER = ("colour_sig",)
 
 
 class CannotUpdate(ValueError):
@@ -69,7 +72,7 @@ def check_inputs_unchanged(cfg: CurateConfig, manifest: dict) -> None:
                            "curate them into a new output instead")
 
 
-def rebuild(out_dir: str, action: str, new_inputs=(), beam_args=None) -> dict:
+def rebuild(out_dir: str, action: str, new_inputs=(), beam_args=None, show=None) -> dict:
     """Rebuild OUT with its own command (plus new inputs), then merge; -> the log entry."""
     cfg, original_beam_args, manifest = original_config(out_dir)
     check_inputs_unchanged(cfg, manifest)
@@ -80,8 +83,8 @@ def rebuild(out_dir: str, action: str, new_inputs=(), beam_args=None) -> dict:
                               shard_count=manifest.get("shard_count") or len(manifest.get("shards") or {}),
                               staging_dir=layout.staging_dir(out_dir), blocklist=layout.blocklist_path(out_dir))
     argv = ["curate", *_argv_with(manifest["argv"], new_inputs)]
-    rebuilt = curate(cfg, with_default_runner(original_beam_args + list(beam_args or [])), argv)
-    entry = merge(out_dir, temp, action)
+    rebuilt = curate(cfg, with_default_runner(original_beam_args + list(beam_args or [])), argv, show=show)
+    entry = merge(out_dir, temp, action, show)
     entry["inputs_added"] = list(new_inputs)
     update_manifest(out_dir, entry, log="updates", changes=manifest_changes(manifest, rebuilt, argv))
     files.remove(temp)
@@ -95,7 +98,9 @@ def _argv_with(argv: list[str], new_inputs) -> list[str]:
     return args
 
 
-def merge(out_dir: str, temp: str, action: str) -> dict:
+def merge(out_dir: str, temp: str, action: str, show=None) -> dict:
+    """Merge the rebuild in `temp` into OUT. `show`: progress.Options for a display over the
+    files compared and copied, the long part (None: no display)."""
     old_table = ledger.read_ledger(out_dir)
     old = {row["uid"]: row for row in ledger.current_state(old_table).to_pylist()}
     new = ledger.current_state(ledger.read_ledger(temp)).to_pylist()
@@ -104,10 +109,14 @@ def merge(out_dir: str, temp: str, action: str) -> dict:
         raise CannotUpdate(f"{len(missing)} candidates of OUT are not in the rebuild (e.g. {sorted(missing)[0]})")
     taken_down = {uid for uid, row in old.items() if row["reason"] == "takedown"}
     _remove_samples(temp, [row for row in new if row["uid"] in taken_down and row["status"] == "kept"])
-    rewritten = _replace_changed_files(layout.shards_dir(temp), layout.shards_dir(out_dir))
-    # every shard file of the rebuild is now OUT's too, byte for byte: its writers' record holds
-    shards.record_digests(layout.shards_dir(out_dir), shards.recorded_digests(layout.shards_dir(temp)))
-    _replace_changed_files(layout.stats_dir(temp), layout.stats_dir(out_dir))
+    shard_files, stats_files = (files.matching(os.path.join(folder, "*"))
+                                for folder in (layout.shards_dir(temp), layout.stats_dir(temp)))
+    with progress.LoopProgress("merge", len(shard_files) + len(stats_files), show or progress.Options(quiet=True)) \
+            as shown:
+        rewritten = _replace_changed_files(shard_files, layout.shards_dir(out_dir), shown)
+        # every shard file of the rebuild is now OUT's too, byte for byte: its writers' record holds
+        shards.record_digests(layout.shards_dir(out_dir), shards.recorded_digests(layout.shards_dir(temp)))
+        _replace_changed_files(stats_files, layout.stats_dir(out_dir), shown)
     changed = [row for row in new if row["uid"] not in taken_down and _differs(old.get(row["uid"]), row)]
     revision = ledger.next_revision(old_table)
     at = utc_now()
@@ -120,7 +129,8 @@ def merge(out_dir: str, temp: str, action: str) -> dict:
 def _differs(old_row, new_row) -> bool:
     if old_row is None:
         return True
-    return any(old_row.get(k) != v for k, v in new_row.items() if k not in _NOT_COMPARED)
+    return any(old_row.get(k) != v for k, v in new_row.items()
+               if k not in _NOT_COMPARED and not (k in _ADDED_LATER and old_row.get(k) is None))
 
 
 def _remove_samples(temp: str, rows: list) -> None:
@@ -134,16 +144,19 @@ def _remove_samples(temp: str, rows: list) -> None:
         shards.update_sizes(shards_dir, sizes)
 
 
-def _replace_changed_files(source_dir: str, target_dir: str) -> list[str]:
-    """Copy every file of source_dir whose bytes differ into target_dir (atomically); -> names."""
+def _replace_changed_files(paths: list[str], target_dir: str, shown) -> list[str]:
+    """Copy every file of `paths` whose bytes differ into target_dir (atomically); -> names.
+    `shown`: the merge's progress.LoopProgress, one step a file."""
     replaced = []
-    for path in files.matching(os.path.join(source_dir, "*")):
+    for path in paths:
         name = os.path.basename(path)
         data = files.read_file(path)
         target = os.path.join(target_dir, name)
-        if not files.exists(target) or files.read_file(target) != data:
+        changed = not files.exists(target) or files.read_file(target) != data
+        if changed:
             files.write_atomically(target, data)
             replaced.append(name)
+        shown.advance(replaced=shown.counts.get("replaced", 0) + changed)  # shards and stats together
     return replaced
 
 

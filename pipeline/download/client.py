@@ -1,16 +1,29 @@
 """Fetch image bytes politely and safely (asyncio + aiohttp).
 
-- One total deadline per attempt (connect + headers + body): a server that hangs or drips
-  bytes cannot hold a slot longer than --timeout.
+- Timeouts measure the server, not us (issue 19): --connect-timeout to connect,
+  --first-byte-timeout from the request to the first byte of the answer, and --timeout of
+  silence between socket reads (img2dataset's per-read timeout). The last two are aiohttp's
+  sock_read timer, re-armed on every read: bytes that arrived while our event loop was busy
+  (a CPU-starved worker) are read before that timer's callback can run, so a healthy server
+  never times out because we were slow. --total-timeout caps one request (a server that drips
+  a byte every few seconds); it is wall-clock, so it is much larger.
 - Retries on transient failures (timeouts, resets, DNS failures, 408/429/5xx) with exponential
   backoff and deterministic jitter; Retry-After is honoured up to --max-retry-after.
-- Redirects are followed by hand (at most --max-redirects), so every hop is checked.
+- Redirects are followed by hand (at most --max-redirects), and every hop is a request of its
+  own: checked (scheme, IP literal, userinfo), counted against its own host's connection slots,
+  rate and circuit breaker (a redirect must not get around --per-host-connections, issue 18).
 - Safety (pipeline/download/safety.py): only http/https, every hop checked, and every host
   resolved by `SafeResolver`, which refuses non-global addresses; aiohttp connects to exactly
-  the address that was checked.
-- Opt-out: X-Robots-Tag directives (noai, noimageai, noindex, noimageindex by default) end
-  the download before the body is read.
+  the address that was checked. A URL with a user name or password is never requested
+  (`credentials_in_redirect`; read drops input urls holding them as `credentials_in_url`):
+  aiohttp would send them as Basic auth.
+- Opt-out: X-Robots-Tag directives (noai, noimageai, noindex, noimageindex by default; `none`
+  is noindex + nofollow) end the download before the body is read. A value may name a user
+  agent ("googlebot: noindex"); openwit's agent name is `AGENT_TOKEN` ("openwit"), the token
+  of its User-Agent.
 - The byte cap is enforced while streaming (Content-Length is checked first).
+- `BodyBudget`: bytes of fetched bodies that wait to be decoded. No new download starts while
+  they are over --fetched-bytes-budget (backpressure; nothing is dropped).
 
 `Downloader` runs one event loop in a background thread with a pooled keep-alive session and
 a per-host connection limit; `Downloader.fetch(url)` is a plain blocking call that returns a
@@ -22,13 +35,16 @@ import asyncio
 import concurrent.futures
 import contextlib
 import email.utils
+import functools
+import select
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
 from openwit.pipeline import __version__
@@ -41,6 +57,9 @@ from openwit.pipeline.download.safety import BlockedAddress, SafeResolver, check
 from openwit.schemas.reasons import REASONS
 
 DISALLOWED_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
+# openwit's name for X-Robots-Tag's per-agent values ("openwit: noai"): the product token of
+# its User-Agent, as "googlebot" is Google's.
+AGENT_TOKEN = "openwit"
 _REDIRECTS = {301, 302, 303, 307, 308}
 
 # A Lookup maps (host, port) to the IP addresses it resolves to; tests stub it.
@@ -48,8 +67,15 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 
 @dataclass(frozen=True)
 class DownloadConfig:
-    # total seconds per attempt: connect + headers + body
-    timeout: float = opt(10.0, "total seconds per attempt: connect, headers, body")
+    # Timeouts measure the server, not how busy this worker is (see the module docstring).
+    timeout: float = opt(10.0, "seconds the server may stay silent between socket reads of its answer "
+                         "(and before its first byte, unless --first-byte-timeout)")
+    first_byte_timeout: Optional[float] = opt(None, "seconds from sending a request to the first byte of "
+                                              "the answer (default: --timeout)", type=float, metavar="S")
+    connect_timeout: float = opt(10.0, "seconds to open a connection (TCP and TLS)")
+    total_timeout: float = opt(60.0, "seconds one attempt may take in all, its redirect hops together, however "
+                               "steadily the server sends (a cap for drippers; wall-clock, so keep it well "
+                               "above --timeout; time waiting for a host's turn is not counted)")
     retries: int = opt(2, "retries of transient failures, with backoff")
     backoff: float = 0.5  # seconds before the first retry, doubled each time, jittered
     # a longer Retry-After ends the retries (transient drop)
@@ -84,10 +110,30 @@ class DownloadConfig:
     dns_negative_ttl: float = opt(60.0, "seconds an NXDOMAIN answer stays cached per worker")
     dns_concurrency: int = opt(32, "DNS queries in flight per worker (the rest wait; a burst never floods "
                                "the resolver)")
+    # fetched bodies waiting to be decoded (docs/performance.md has the worst case)
+    body_budget: int = opt(256 * 1024 * 1024, "bytes of fetched bodies waiting to be decoded, per worker; "
+                           "over it no new download starts until decoding catches up (nothing is dropped)",
+                           flag="--fetched-bytes-budget", metavar="BYTES")
+
+    def __post_init__(self):
+        for name in ("timeout", "connect_timeout", "total_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.first_byte_timeout is not None and not self.first_byte_timeout > 0:
+            raise ValueError(f"first_byte_timeout must be positive, got {self.first_byte_timeout}")
+        if self.body_budget < 1:
+            raise ValueError(f"body_budget must be at least 1 byte, got {self.body_budget}")
 
     @property
     def user_agent(self) -> str:
-        return f"Mozilla/5.0 (compatible; openwit/{__version__}; +{self.contact})"
+        return f"Mozilla/5.0 (compatible; {AGENT_TOKEN}/{__version__}; +{self.contact})"
+
+    @property
+    def request_timeout(self) -> aiohttp.ClientTimeout:
+        """aiohttp's per-request timeouts. sock_read starts as the first-byte timeout;
+        `request` switches it to --timeout once the headers are in."""
+        return aiohttp.ClientTimeout(total=None, connect=None, sock_connect=self.connect_timeout,
+                                     sock_read=self.first_byte_timeout or self.timeout)
 
 
 @dataclass(frozen=True)
@@ -107,22 +153,42 @@ class DownloadResult:
 # Directives with a value after a colon ("max-image-preview: large"); the date of
 # unavailable_after holds colons too, so the agent prefix is found from the left.
 _VALUED_DIRECTIVES = ("max-snippet", "max-image-preview", "max-video-preview", "unavailable_after")
+# Directives that stand for others (Google: "none" is "noindex, nofollow").
+_SHORTHANDS = {"none": ("noindex", "nofollow")}
 
 
-def opt_out(values: list[str], disallowed: tuple[str, ...]) -> Optional[str]:
-    """The first disallowed X-Robots-Tag directive that applies to openwit, if any.
-    A value may name a user agent ("googlebot: noindex"): only "*" and "openwit" bind us."""
+def robots_directives(values: list[str]) -> list[tuple[str, str]]:
+    """(agent, directive) pairs of X-Robots-Tag header values, lower-cased; agent "" binds all.
+
+    As Google reads them: a value may start with a user agent's name and a colon
+    ("googlebot: noindex, nofollow"); the directives after it bind that agent only. Several
+    headers are read one by one, and a name-colon inside a value switches the agent, so
+    headers that a proxy combined into one comma-separated value keep their meaning
+    ("googlebot: noindex, openwit: noai")."""
+    pairs = []
     for value in values:
-        agent, colon, rest = value.partition(":")
-        agent = agent.strip().lower()
-        if colon and "," not in agent and agent not in _VALUED_DIRECTIVES:
-            if agent not in ("", "*", "openwit"):
-                continue
-            value = rest
-        for directive in value.split(","):
-            name = directive.partition(":")[0].strip().lower()
-            if name in disallowed:
-                return name
+        agent = ""
+        for item in value.split(","):
+            name, colon, rest = item.partition(":")
+            name = name.strip().lower()
+            if colon and name and name not in _VALUED_DIRECTIVES and " " not in name:
+                agent = "" if name == "*" else name
+                item = rest
+            directive = item.partition(":")[0].strip().lower()
+            if directive:
+                pairs.append((agent, directive))
+    return pairs
+
+
+def opt_out(values: list[str], disallowed: tuple[str, ...], agent: str = AGENT_TOKEN) -> Optional[str]:
+    """The first disallowed X-Robots-Tag directive that applies to `agent` (openwit), if any:
+    those without an agent name, or with "*" or openwit's. A shorthand ("none") counts when
+    a directive it stands for is disallowed."""
+    for named, directive in robots_directives(values):
+        if named not in ("", agent):
+            continue
+        if directive in disallowed or any(d in disallowed for d in _SHORTHANDS.get(directive, ())):
+            return directive
     return None
 
 
@@ -186,50 +252,25 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> Optional[by
     return b"".join(chunks)
 
 
-async def follow(session: aiohttp.ClientSession, url: str, cfg: DownloadConfig) -> DownloadResult:
-    """One attempt: follow redirects by hand, checking every hop."""
-    try:
-        target = URL(url)
-    except (ValueError, TypeError) as err:
-        return DownloadResult(None, reason="invalid_url", detail=str(err)[:200])
-    for _ in range(cfg.max_redirects + 1):
-        refused = check_url(target, cfg.allow_loopback)
-        if refused:
-            return DownloadResult(None, reason=refused.reason, detail=refused.detail)
-        async with session.get(target, allow_redirects=False) as response:
-            if response.status in _REDIRECTS:
-                location = response.headers.get("Location")
-                if not location:
-                    return DownloadResult(None, response.status, "protocol_error", "redirect without Location")
-                target = response.url.join(URL(location))
-                continue
-            failed = status_result(response.status)
-            if failed:
-                return DownloadResult(None, response.status, failed.reason, failed.detail,
-                                   parse_retry_after(response.headers.get("Retry-After")))
-            directive = opt_out(response.headers.getall("X-Robots-Tag", []), cfg.disallowed_header_directives)
-            if directive:
-                return DownloadResult(None, response.status, "opted_out", f"X-Robots-Tag: {directive}")
-            body = await read_capped(response, cfg.max_image_bytes)
-            if body is None:
-                return DownloadResult(None, response.status, "too_large", f"over {cfg.max_image_bytes} bytes")
-            return DownloadResult(body, response.status)
-    return DownloadResult(None, None, "too_many_redirects", f"more than {cfg.max_redirects}")
-
-
 class HostLimits:
     """Per-host politeness for one worker: connection slots per host and overall, a request
-    rate per host, and the circuit breaker (pipeline/download/politeness.py). Slots are taken
-    before an attempt's deadline starts: time spent waiting must not count against a URL
-    (it made reruns differ)."""
+    rate per host, the circuit breaker (pipeline/download/politeness.py), and the budget of
+    fetched bodies. Every request of an attempt (each redirect hop) takes a slot of its own
+    host. Slots are taken before a request's deadline starts: time spent waiting must not
+    count against a URL (it made reruns differ)."""
 
     def __init__(self, concurrency: int, per_host: int, host_rate: float = 0.0,
-                 breaker: Optional[CircuitBreaker] = None):
+                 breaker: Optional[CircuitBreaker] = None, budget: Optional[BodyBudget] = None):
         self.total = asyncio.Semaphore(concurrency)
         self.per_host = per_host
         self.hosts: dict[str, asyncio.Semaphore] = {}
         self.pacer = RatePacer(host_rate)
         self.breaker = breaker or CircuitBreaker(failure_ratio=0)
+        self.budget = budget or BodyBudget(None)
+
+    @classmethod
+    def unlimited(cls) -> "HostLimits":
+        return cls(1 << 30, 1 << 30)
 
     @contextlib.asynccontextmanager
     async def slot(self, host: str):
@@ -238,32 +279,152 @@ class HostLimits:
         async with semaphore:
             await asyncio.sleep(self.pacer.wait(host))
             async with self.total:
+                # Checked with the slots held, so downloads queued for a slot are held back
+                # too; nothing is read meanwhile, and decoding gives bytes back, so it ends.
+                await self.budget.admit()
                 yield
+
+
+class BodyBudget:
+    """Bytes of fetched bodies that wait to be decoded, in one worker. A download starts only
+    while they are under `limit`: when decoding falls behind, fetching waits for it
+    (backpressure; nothing is dropped). Bodies being read are not counted, so at most
+    limit + concurrency x max_image_bytes are held (docs/performance.md). Used on the event
+    loop only; other threads give bytes back through `Downloader.release`."""
+
+    def __init__(self, limit: Optional[int]):
+        self.limit = limit  # None: no budget
+        self.held = 0
+        self.freed = asyncio.Event()
+
+    async def admit(self) -> None:
+        while self.limit is not None and self.held >= self.limit:
+            self.freed.clear()
+            await self.freed.wait()
+
+    def charge(self, size: int) -> None:
+        self.held += size
+
+    def release(self, size: int) -> None:
+        self.held -= size
+        self.freed.set()
+
+
+def timeout_result(err: TimeoutError, answered: bool, cfg: DownloadConfig) -> DownloadResult:
+    """Which of the timeouts ran out (the detail); they are all `timeout`."""
+    if isinstance(err, aiohttp.ConnectionTimeoutError):
+        detail = f"no connection within {cfg.connect_timeout}s"
+    elif isinstance(err, aiohttp.SocketTimeoutError) and answered:
+        detail = f"the body stalled: nothing read for {cfg.timeout}s"
+    elif isinstance(err, aiohttp.SocketTimeoutError):
+        detail = f"no answer within {cfg.first_byte_timeout or cfg.timeout}s of the request"
+    else:
+        detail = f"no complete answer within {cfg.total_timeout}s (--total-timeout)"
+    return DownloadResult(None, reason="timeout", detail=detail)
+
+
+class AttemptClock:
+    """What is left of one attempt's --total-timeout, shared by all its redirect hops (a
+    dripping server behind a chain of redirects must not get the cap once per hop). Only the
+    time spent in requests counts: waiting for a host's slot or rate is politeness, not the
+    server's slowness, and a busy host must not turn a healthy image into a timeout."""
+
+    def __init__(self, seconds: float):
+        self.left = seconds
+
+    @contextlib.contextmanager
+    def counting(self):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            yield
+        finally:
+            self.left -= loop.time() - started
+
+
+async def request(session: aiohttp.ClientSession, target: URL, cfg: DownloadConfig,
+                  clock: Optional[AttemptClock] = None) -> Union[DownloadResult, URL]:
+    """One request: its outcome, or the URL a redirect points to. `clock`: the attempt's
+    time left (a fresh --total-timeout when None)."""
+    clock = clock or AttemptClock(cfg.total_timeout)
+    answered = False
+    try:
+        if clock.left <= 0:  # the earlier hops used the attempt's time up
+            raise TimeoutError
+        with clock.counting():
+            async with asyncio.timeout(clock.left):
+                async with session.get(target, allow_redirects=False, timeout=cfg.request_timeout) as response:
+                    answered = True
+                    if response.status in _REDIRECTS:
+                        location = response.headers.get("Location")
+                        if not location:
+                            return DownloadResult(None, response.status, "protocol_error", "redirect without Location")
+                        return response.url.join(URL(location))
+                    failed = status_result(response.status)
+                    if failed:
+                        return DownloadResult(None, response.status, failed.reason, failed.detail,
+                                              parse_retry_after(response.headers.get("Retry-After")))
+                    directive = opt_out(response.headers.getall("X-Robots-Tag", []), cfg.disallowed_header_directives)
+                    if directive:
+                        return DownloadResult(None, response.status, "opted_out", f"X-Robots-Tag: {directive}")
+                    idle_read_timeout(response, cfg.timeout)
+                    body = await read_capped(response, cfg.max_image_bytes)
+                    if body is None:
+                        return DownloadResult(None, response.status, "too_large", f"over {cfg.max_image_bytes} bytes")
+                    return DownloadResult(body, response.status)
+    except TimeoutError as err:  # aiohttp's own timeouts are TimeoutErrors too
+        return timeout_result(err, answered, cfg)
+    except (aiohttp.ClientError, OSError, ValueError) as err:
+        return error_result(err)
+
+
+def idle_read_timeout(response: aiohttp.ClientResponse, seconds: float) -> None:
+    """From the headers on, sock_read is --timeout (it was the first-byte timeout); restarted
+    now, as a read just happened. A body already read in full has released its connection."""
+    connection = response.connection
+    if connection is not None and connection.protocol is not None:
+        connection.protocol.read_timeout = seconds
+        connection.protocol.start_timeout()
+
+
+async def hop(session: aiohttp.ClientSession, target: URL, cfg: DownloadConfig,
+              limits: HostLimits, clock: Optional[AttemptClock] = None) -> Union[DownloadResult, URL]:
+    """One request under its own host's slot, rate and breaker, within the attempt's clock."""
+    host = host_of(str(target))
+    async with limits.slot(host):
+        # checked once the slot is ours: requests queued before the pause are refused too
+        paused, probe = limits.breaker.admit(host)
+        if paused:
+            return DownloadResult(None, reason="domain_unavailable", detail=paused)
+        outcome = None
+        try:
+            outcome = await request(session, target, cfg, clock)
+        finally:  # a request cancelled from outside counts as failed (and frees a probe)
+            failed = outcome is None or (isinstance(outcome, DownloadResult) and outcome.transient)
+            limits.breaker.record(host, failed, probe)
+        return outcome
 
 
 async def fetch_once(
     session: aiohttp.ClientSession, url: str, cfg: DownloadConfig, limits: Optional[HostLimits] = None
 ) -> DownloadResult:
-    if limits is not None:
-        host = host_of(url)
-        async with limits.slot(host):
-            # checked once the slot is ours: requests queued before the pause are refused too
-            paused, probe = limits.breaker.admit(host)
-            if paused:
-                return DownloadResult(None, reason="domain_unavailable", detail=paused)
-            result = None
-            try:
-                result = await fetch_once(session, url, cfg)
-            finally:  # an attempt cancelled from outside counts as failed (and frees a probe)
-                limits.breaker.record(host, result is None or result.transient, probe)
-        return result
+    """One attempt: follow redirects by hand; every hop is checked before it is requested.
+    All hops share one --total-timeout (AttemptClock), the time spent waiting for slots aside."""
+    limits = limits or HostLimits.unlimited()
+    clock = AttemptClock(cfg.total_timeout)
     try:
-        async with asyncio.timeout(cfg.timeout):
-            return await follow(session, url, cfg)
-    except TimeoutError:
-        return DownloadResult(None, reason="timeout", detail=f"no complete answer within {cfg.timeout}s")
-    except (aiohttp.ClientError, OSError, ValueError) as err:
-        return error_result(err)
+        target = URL(url)
+    except (ValueError, TypeError) as err:
+        return DownloadResult(None, reason="invalid_url", detail=str(err)[:200])
+    for _ in range(cfg.max_redirects + 1):
+        refused = check_url(target, cfg.allow_loopback)
+        if refused:
+            return DownloadResult(None, reason=refused.reason, detail=refused.detail)
+        outcome = await hop(session, target, cfg, limits, clock)
+        if isinstance(outcome, DownloadResult):
+            return outcome
+        target = outcome
+    return DownloadResult(None, None, "too_many_redirects", f"more than {cfg.max_redirects}")
 
 
 def retry_delay(result: DownloadResult, attempt: int, url: str, cfg: DownloadConfig) -> Optional[float]:
@@ -299,6 +460,31 @@ def base_lookup(cfg: DownloadConfig) -> Lookup:
     return nameserver_lookup(host.strip("[]"), int(port), timeout=min(cfg.timeout, 5.0))
 
 
+class PatientResponseHandler(ResponseHandler):
+    """aiohttp's connection protocol, whose read timeout looks at the socket before it fires.
+
+    The event loop handles the sockets a select() reported, then the timers that are due. In
+    a starved worker the loop thread can wait for the GIL for seconds between the two, so a
+    timer may be judged against a select that is seconds old: the server's bytes are there,
+    unread, and the timeout would blame the server for our delay. So a read timeout fires
+    only when the socket has nothing waiting; otherwise it is re-armed (the bytes are read
+    next, which re-arms it anyway)."""
+
+    def _on_read_timeout(self) -> None:
+        if self._bytes_waiting():
+            self._reschedule_timeout()
+            return
+        super()._on_read_timeout()
+
+    def _bytes_waiting(self) -> bool:
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        poller = select.poll()  # not select.select: any descriptor number
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+
+
 def make_session(cfg: DownloadConfig, lookup: Optional[Lookup] = None) -> aiohttp.ClientSession:
     """Call inside the event loop: a keep-alive pool with the safe resolver behind openwit's
     DNS cache (aiohttp's own cache is off: one cache, with negative answers and coalescing).
@@ -307,6 +493,8 @@ def make_session(cfg: DownloadConfig, lookup: Optional[Lookup] = None) -> aiohtt
     connector = aiohttp.TCPConnector(
         limit=0, limit_per_host=0, resolver=SafeResolver(cfg.allow_loopback, cached), use_dns_cache=False,
     )
+    # aiohttp has no public hook for its protocol class; _factory has made every connection since 3.0
+    connector._factory = functools.partial(PatientResponseHandler, loop=asyncio.get_running_loop())
     return aiohttp.ClientSession(
         connector=connector, headers={"User-Agent": cfg.user_agent}, trust_env=False,
         timeout=aiohttp.ClientTimeout(total=None),  # fetch_once owns the deadline
@@ -325,14 +513,32 @@ class Downloader:
 
     async def _open(self, lookup: Optional[Lookup]):
         breaker = CircuitBreaker(self.cfg.breaker_failure_ratio, self.cfg.breaker_cooldown)
-        limits = HostLimits(self.cfg.concurrency, self.cfg.per_host, self.cfg.host_rate, breaker)
+        limits = HostLimits(self.cfg.concurrency, self.cfg.per_host, self.cfg.host_rate, breaker,
+                            BodyBudget(self.cfg.body_budget))
         return make_session(self.cfg, lookup), limits
 
     def _run(self, coroutine) -> concurrent.futures.Future:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def submit(self, url: str) -> concurrent.futures.Future:
-        return self._run(fetch(self.session, url, self.cfg, limits=self.limits))
+        """The download of `url`, started on the event loop. Its body counts against
+        --fetched-bytes-budget until `release(result)`: call it once the body is decoded."""
+        return self._run(self._fetch_charged(url))
+
+    async def _fetch_charged(self, url: str) -> DownloadResult:
+        result = await fetch(self.session, url, self.cfg, limits=self.limits)
+        if result.body is not None:
+            self.limits.budget.charge(len(result.body))
+        return result
+
+    def release(self, result: DownloadResult) -> None:
+        """Give a submitted download's body bytes back to the budget (from any thread)."""
+        if result.body is None:
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.limits.budget.release, len(result.body))
+        except RuntimeError:  # the loop is closed: nothing waits for the budget any more
+            pass
 
     def count_reused(self, url: str) -> None:
         """Count a URL answered from its receipt as one attempt its host answered.
@@ -350,7 +556,9 @@ class Downloader:
         return self.thread.is_alive() and self.loop.is_running()
 
     def fetch(self, url: str) -> DownloadResult:
-        return self.submit(url).result()
+        result = self.submit(url).result()
+        self.release(result)  # the caller holds one body at a time: no budget needed
+        return result
 
     def close(self) -> None:
         if self.loop.is_running():

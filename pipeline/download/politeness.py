@@ -13,7 +13,8 @@
   then end at once as `domain_unavailable`, a transient reason that `--retry-failed` can
   take up later, instead of each waiting out its own timeout. After the pause one probe
   goes through: success closes the breaker, failure pauses the host again.
-  A 404 or any other answer counts as the host being up.
+  A 404 or any other answer counts as the host being up. Every redirect hop is an attempt
+  of its own host (client.hop): a healthy host that redirects to a dead one stays open.
 
 What the breaker counts must not depend on where outcomes come from (issue 24). A rerun
 (restart, crash, `--retry-failed`, `--extend`) answers every URL with a lasting outcome from

@@ -1,8 +1,10 @@
 """What the downloader may connect to: address safety, before and during each connection.
 
 - `check_url`: the checks that need no lookup, made on every hop before it is requested:
-  only http/https, a host, and an IP-literal host that is allowed (non-canonical numeric
-  hosts such as "127.1" are refused outright).
+  only http/https, no user name or password in the URL (`credentials_in_redirect`: read
+  already dropped input urls holding them), a host, and an
+  IP-literal host that is allowed (non-canonical numeric hosts such as "127.1" are refused
+  outright).
 - `SafeResolver`: aiohttp's resolver. It looks a name up and refuses the host if any of its
   addresses is not allowed; aiohttp then connects to exactly the addresses that were checked,
   so there is no DNS-rebinding window.
@@ -103,6 +105,9 @@ def check_url(url: URL, allow_loopback: bool) -> Optional[Refusal]:
     if url.scheme not in SCHEMES:
         # The read stage lets only http(s) in, so another scheme here came from a redirect.
         return Refusal("unsupported_redirect", f"{url.scheme or 'no'} scheme")
+    if url.raw_user is not None or url.raw_password is not None:
+        # aiohttp would send them as Basic auth; the detail never repeats them
+        return Refusal("credentials_in_redirect", "the URL holds a user name or password; never sent")
     if not url.host:
         return Refusal("invalid_url", "no host")
     host = url.host

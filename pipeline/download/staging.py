@@ -32,7 +32,7 @@ def stage_image(staging_dir: str, sha256: str, extension: str, data: bytes) -> s
 # What a successful download adds to a record. The staged path is not stored: it follows from
 # sha256 and format, so a receipt stays right if the output directory moves.
 RECEIPT_FIELDS = ("http_status", "sha256", "stored_sha256", "width", "height", "original_width",
-                  "original_height", "phash", "image_format")
+                  "original_height", "phash", "image_format", "colour_sig")
 
 
 def receipt_key(url: str, image: ImageConfig, download) -> str:
@@ -52,7 +52,8 @@ def save_receipt(staging_dir: str, key: str, record: Record) -> None:
 
 def reuse_receipt(staging_dir: str, key: str, record: Record) -> Optional[Record]:
     """The record as an earlier download of the same URL left it, or None if there is no
-    receipt or its staged image is gone (then the URL is downloaded again)."""
+    receipt, it lacks a field this version records (e.g. colour_sig), or its staged image is
+    gone (then the URL is downloaded again)."""
     path = layout.receipt(staging_dir, key)
     if not exists(path):
         return None
@@ -62,6 +63,8 @@ def reuse_receipt(staging_dir: str, key: str, record: Record) -> Optional[Record
         return None
     if fields.get("reason"):  # a permanent failure: never asked again
         return drop(record.update(http_status=fields.get("http_status")), fields["reason"], fields.get("detail") or "")
+    if any(name not in fields for name in RECEIPT_FIELDS):  # written by an older openwit: redo it
+        return None
     image_path = layout.staged_image(staging_dir, fields.get("sha256") or "", fields.get("image_format") or "")
     if not exists(image_path):
         return None

@@ -12,6 +12,7 @@
                                 OUT/.openwit/blocklist.json: what takedowns removed;
                                 OUT/.openwit/shard-digests.json: each shard file's sha256,
                                 recorded by its writer (the manifest takes them from there)
+                                OUT/.openwit/progress/: live progress counters, per worker
     OUT/croissant.json          `openwit audit croissant`'s default place
 
 OWNED lists these top-level names: openwit removes or replaces nothing else in OUT, and
@@ -53,6 +54,9 @@ BLOCKLIST = os.path.join(STATE, "blocklist.json")
 # take them from here instead of reading terabytes again (output/shards.py). Under STATE, so
 # no digest covers it (it is not the release, and could not digest itself).
 SHARD_DIGESTS = os.path.join(STATE, "shard-digests.json")
+# The live progress side channel: one counters file per worker process while a run goes
+# (common/progress.py); emptied when the run ends. Under STATE: working state, never released.
+PROGRESS = os.path.join(STATE, "progress")
 # Every top-level name openwit creates in OUT, and the only ones it ever removes or replaces
 # (docs/design.md, "Output directory rule"). croissant.json is `audit croissant`'s default
 # place, so it is openwit's there; anything the user adds under another name is foreign.
@@ -108,6 +112,10 @@ def rebuild_dir(out: str) -> str:
 
 def blocklist_path(out: str) -> str:
     return os.path.join(out, BLOCKLIST)
+
+
+def progress_dir(out: str) -> str:
+    return os.path.join(out, PROGRESS)
 
 
 def partial_path(path: str, tag: str) -> str:

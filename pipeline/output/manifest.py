@@ -72,7 +72,7 @@ def digested_files(out_dir: str) -> dict[str, str]:
     return found
 
 
-def file_digests(out_dir: str, recorded: Optional[dict] = None) -> dict:
+def file_digests(out_dir: str, recorded: Optional[dict] = None, each=None) -> dict:
     """The manifest's `digests`: sha256 of every digested file, and column digests of every
     ledger part (so an edited part names the column that changed). `recorded`: name -> sha256
     of shard files as written, taken instead of reading them; without it (verify) every file
@@ -89,6 +89,8 @@ def file_digests(out_dir: str, recorded: Optional[dict] = None) -> dict:
             digests["files"][name] = recorded[name]
         else:
             digests["files"][name] = files.sha256(path)
+        if each is not None:  # verify's progress display (issue 25): one call a file
+            each()
     return digests
 
 

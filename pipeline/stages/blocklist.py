@@ -8,8 +8,9 @@ run on that OUT applies it with the reason `taken_down`: a restart of the same c
   candidate had, or its image or page host under a taken-down domain (subdomains included,
   so URLs of that domain seen for the first time are covered too);
 - `check_content`, right after download: the original or stored sha256 of a removed image,
-  or a pHash within the near-duplicate distance of one (the same picture under another URL,
-  resized or re-encoded).
+  or a near-duplicate of one by the dedup stage's rule (pHash within the near-dup distance,
+  and close in colour where both have a colour signature): the same picture under another
+  URL, resized or re-encoded, but not a recoloured graphic of the same layout.
 """
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ class Blocklist:
         self.images = list(images)  # one dict per removed candidate (blocklist_entry)
         self.image_urls = {i["normalized_url"] for i in self.images if i.get("normalized_url")}
         self.sha256s = {h for i in self.images for h in (i.get("sha256"), i.get("stored_sha256")) if h}
-        phashes = sorted({i["phash"] for i in self.images if i.get("phash")})
-        self.phashes = EvalHashes(phashes, phashes)  # the same nearest-hash search as decontamination
+        # the nearest-hash search of decontamination, with the near-dup rule's colour check
+        looks = sorted({(i["phash"], i.get("colour_sig") or "") for i in self.images if i.get("phash")})
+        phashes = [phash for phash, _ in looks]
+        self.phashes = EvalHashes(phashes, phashes, [colour for _, colour in looks])
 
     def __bool__(self) -> bool:
         return bool(self.uids or self.urls or self.domains or self.images)
@@ -78,22 +81,26 @@ class Blocklist:
         return None
 
     def content(self, sha256: Optional[str], stored_sha256: Optional[str], phash: Optional[str],
-                k: int) -> Optional[str]:
+                k: int, colour_sig: Optional[str] = None) -> Optional[str]:
         """Why an image is blocked by what it is (None: it is not)."""
         for value in (sha256, stored_sha256):
             if value and value in self.sha256s:
                 return f"sha256 {value} is a taken-down image"
-        nearest = self.phashes.nearest(phash, k) if phash else None  # ties: the first (sorted)
+        nearest = self.phashes.nearest(phash, k, colour_sig) if phash else None  # ties: the first (sorted)
         if nearest is None:
             return None
         return f"phash {phash} at distance {nearest[1]} from taken-down {nearest[0]}"
+
+    def row_content(self, row: dict, k: int) -> Optional[str]:
+        """`content` of a ledger row (older ledgers have no colour_sig)."""
+        return self.content(row["sha256"], row["stored_sha256"], row["phash"], k, row.get("colour_sig"))
 
 
 def blocklist_entry(row: dict) -> dict:
     """What the blocklist keeps of one removed candidate (a ledger row)."""
     return {"uid": row["uid"], "url": row["url"], "normalized_url": normalize_url(row["url"]) if row["url"] else None,
             "page_url": row["page_url"], "sha256": row["sha256"], "stored_sha256": row["stored_sha256"],
-            "phash": row["phash"]}
+            "phash": row["phash"], "colour_sig": row.get("colour_sig")}
 
 
 def check_named(record: Record, blocklist: Blocklist) -> Record:
@@ -102,5 +109,5 @@ def check_named(record: Record, blocklist: Blocklist) -> Record:
 
 
 def check_content(record: Record, blocklist: Blocklist, k: int) -> Record:
-    why = blocklist.content(record.sha256, record.stored_sha256, record.phash, k)
+    why = blocklist.content(record.sha256, record.stored_sha256, record.phash, k, record.colour_sig)
     return record if why is None else drop(record, "taken_down", why)

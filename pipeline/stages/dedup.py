@@ -56,35 +56,48 @@ def dedup_group(records: Iterable[Record]) -> Iterator[Record]:
             yield drop(record, "duplicate_image", f"sha256 {record.sha256}", survivor.uid)
 
 
-def near_dup_group(records: Iterable[Record], k: int) -> Iterator[Record]:
-    """One connected component of near-duplicates (re-iterable) -> its survivors, and the
-    rest dropped naming a survivor within k of them.
+def near_dup_group(records: Iterable[Record], k: int,
+                   max_colour: float = neardup.DEFAULT_COLOUR_DISTANCE) -> Iterator[Record]:
+    """One connected component of pHash near-duplicates (re-iterable) -> its survivors, and
+    the rest dropped naming a survivor close to them.
 
-    A component can chain (A~B~C, A far from C), so it is split by greedy star clustering
-    over its distinct pHashes in survivor order (`neardup.star_centers`): the best unclaimed
-    pHash claims every unclaimed one within k. Its best record survives; every other record
-    names the survivor of its star and the Hamming distance to it (<= k). Survivors are
-    pairwise farther than k apart. Two passes over the group, holding one entry per
-    distinct pHash, not the records."""
-    best = {}  # pHash -> survivor_order of its best record: (-area, uid)
+    A component can chain (A~B~C, A far from C), and pHash is colour-blind (a flag and its
+    recoloured twin hash alike), so it is split by greedy star clustering over its distinct
+    (pHash, colour signature) pairs in survivor order (`neardup.star_centers`): the best
+    unclaimed one claims every unclaimed one within k in pHash and within `max_colour` in
+    colour (a record without a signature: pHash alone). Its best record survives; every
+    other record names the survivor of its star and both distances to it. Survivors are
+    pairwise not close. Two passes over the group, holding one entry per distinct
+    (pHash, colour signature), not the records."""
+    best = {}  # (pHash, colour signature) -> survivor_order of its best record: (-area, uid)
     for record in records:
-        if record.phash is not None and (record.phash not in best or survivor_order(record) < best[record.phash]):
-            best[record.phash] = survivor_order(record)
-    phashes = sorted(best, key=best.get)
-    values = np.fromiter((int(h, 16) for h in phashes), dtype=np.uint64, count=len(phashes))
-    centre_of = {h: phashes[c] for h, c in zip(phashes, neardup.star_centers(values, k))}
+        look = (record.phash, record.colour_sig)
+        if record.phash is not None and (look not in best or survivor_order(record) < best[look]):
+            best[look] = survivor_order(record)
+    looks = sorted(best, key=best.get)
+    values = np.fromiter((int(h, 16) for h, _ in looks), dtype=np.uint64, count=len(looks))
+    colours = neardup.colour_values(c for _, c in looks)
+    centres = neardup.star_centers(values, k, colours, max_colour)
+    centre_of = {look: looks[c] for look, c in zip(looks, centres)}
     for record in records:
         if record.phash is None:  # no hash: its own group (graph.near_dedup keys it by uid)
             yield record
             continue
-        centre = centre_of[record.phash]
+        centre = centre_of[(record.phash, record.colour_sig)]
         survivor = best[centre][1]
         if record.uid == survivor:
             yield record
         else:
-            distance = phash_distance(record.phash, centre)
-            detail = f"phash {record.phash} at distance {distance} from {centre} of {survivor}"
-            yield drop(record, "near_duplicate", detail, survivor)
+            yield drop(record, "near_duplicate", near_dup_detail(record, centre, survivor), survivor)
+
+
+def near_dup_detail(record: Record, centre: tuple, survivor: str) -> str:
+    """Both distances to the survivor: `phash P at distance D from S of UID, colour distance C`
+    (C to one decimal, or `unknown` when either record has no colour signature)."""
+    distance = phash_distance(record.phash, centre[0])
+    colour = float(neardup.colour_distances(*neardup.colour_values([record.colour_sig, centre[1]])))
+    colour_text = "unknown" if np.isnan(colour) else f"{colour:.1f}"
+    return f"phash {record.phash} at distance {distance} from {centre[0]} of {survivor}, colour distance {colour_text}"
 
 
 def phash_distance(a: str, b: str) -> int:
@@ -154,11 +167,14 @@ def content_distance(near_dup_distance: int) -> int:
 
 
 class EvalHashes:
-    """The perceptual hashes of an evaluation set (from `openwit hashes export`)."""
+    """Perceptual hashes to match pictures against: an evaluation set (`openwit hashes
+    export`, pHash only) or the takedown blocklist (with colour signatures, so a match follows
+    the near-duplicate rule: close in pHash, and in colour where both sides have one)."""
 
-    def __init__(self, items: list[str], phashes: list[str]):
+    def __init__(self, items: list[str], phashes: list[str], colour_sigs: Optional[list] = None):
         self.items = items
         self.values = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
+        self.colours = neardup.colour_values(colour_sigs) if colour_sigs else None
 
     @classmethod
     def load(cls, path: str) -> "EvalHashes":
@@ -168,12 +184,15 @@ class EvalHashes:
         hashed = [row for row in rows if row["phash"]]  # rows of unreadable eval images have none
         return cls([row["item"] for row in hashed], [row["phash"] for row in hashed])
 
-    def nearest(self, phash: str, k: int) -> Optional[tuple[str, int]]:
-        """(eval item, distance) of the closest eval image within k, else None. Linear in
-        the eval set (~1 ms per candidate at 1M eval hashes): small next to a download."""
+    def nearest(self, phash: str, k: int, colour_sig: Optional[str] = None) -> Optional[tuple[str, int]]:
+        """(item, distance) of the closest listed image within k (and close in colour), else
+        None. Linear in the list (~1 ms per candidate at 1M hashes): small next to a download."""
         if not len(self.values):
             return None
-        distance = np.bitwise_count(self.values ^ np.uint64(int(phash, 16)))
+        distance = np.bitwise_count(self.values ^ np.uint64(int(phash, 16))).astype(np.int64)
+        if self.colours is not None and colour_sig:
+            apart = neardup.colour_distances(self.colours, neardup.colour_values([colour_sig])[0])
+            distance[~neardup.colour_close(apart, neardup.DEFAULT_COLOUR_DISTANCE)] = k + 1
         best = int(np.argmin(distance))  # ties: the first item, so the answer is stable
         return (self.items[best], int(distance[best])) if distance[best] <= k else None
 

@@ -42,6 +42,7 @@ def record_from_download(
         original_width=processed.original_width,
         original_height=processed.original_height,
         phash=processed.phash,
+        colour_sig=processed.colour_sig,
         image_format=image.output_format,
         image_path=stage(processed.sha256, image.output_format, processed.data),
     )
