@@ -36,9 +36,11 @@ LONG = settings(QUICK, max_examples=2000)
 E2E_QUICK = settings(QUICK, max_examples=3, phases=[Phase.explicit, Phase.generate])
 E2E_LONG = settings(QUICK, max_examples=30)
 
-# The documented worst case for a small run (docs/performance.md "Memory"): far below the
-# 1 GB that 20 big-canvas PNGs used to cost one image alone.
-RSS_BOUND_MB = 1024
+# The documented worst case (docs/performance.md) for the run's options: the process itself
+# (Beam, torch, fastText: ~600 MB measured) + --max-decoded-bytes (256 MiB here) + decode
+# threads x ~30 MB + --fetched-bytes-budget (64 MiB here) + in-flight bodies (tiny here).
+# A claimed 200,000 x 200,000 canvas decoded for real would cost 160 GB.
+RSS_BOUND_MB = 1536
 
 # Formats Pillow can write without an external program; the allowlist must refuse the
 # ones a web image dataset does not need before any decoder runs.
@@ -218,7 +220,8 @@ def run_curate(root: Path, web: dict, lines: list[str]) -> tuple[Path, int]:
         argv = ["curate", "--input", str(root / "in.jsonl"), "--vocab", str(root / "vocab.txt"),
                 "--output", str(out), "--allow-loopback", "--timeout", "2", "--retries", "1",
                 "--max-retry-after", "1", "--image-size", "64", "--min-image-size", "1",
-                "--max-aspect-ratio", "0", "--languages", "all", "--threshold", "1000", "--quiet"]
+                "--max-aspect-ratio", "0", "--languages", "all", "--threshold", "1000", "--quiet",
+                "--max-decoded-bytes", str(256 << 20), "--fetched-bytes-budget", str(64 << 20)]
         rss_file = root / "rss"
         done = subprocess.run([sys.executable, "-c", RUN_AND_MEASURE, str(rss_file), *argv],
                               capture_output=True, text=True, timeout=240)
