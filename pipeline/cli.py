@@ -18,7 +18,7 @@ COMMANDS = {
                 "image/alt-text candidates from Common Crawl WARC or WAT files into Parquet"),
     "curate": ("openwit.pipeline.curate.commands", "main", "curate (image url, caption) candidates into WebDataset shards with a ledger"),
     "audit": ("openwit.pipeline.audit.commands", "main",
-              "answers from an output directory: summary | trace | verify | report | croissant"),
+              "answers from an output directory: summary | trace | verify | report | explorer | croissant"),
     "takedown": ("openwit.pipeline.audit.takedown", "main",
                  "remove candidates (by URL, uid or domain) from a released output"),
     "hashes": ("openwit.pipeline.audit.hashes", "main",
