@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import resource
+
 import tempfile
 import time
 
@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from openwit.pipeline.common.memory import peak_rss_bytes
 from openwit.pipeline.config import parse_curate_args
 from openwit.pipeline.beam.graph import read_stage, sample_pool
 from openwit.pipeline.stages.match import read_vocab
@@ -65,7 +66,7 @@ def main() -> None:
         write_captions(path, entries, args.captions)
         read_s, n = run(path, os.path.join(tmp, "read"), args.threshold, len(entries), balance=False)
         full_s, kept = run(path, os.path.join(tmp, "full"), args.threshold, len(entries), balance=True)
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak_gib = peak_rss_bytes() / 2**30
     print(f"{args.captions:,} captions, {len(entries):,} entries, t = {args.threshold:,}, FnApiRunner in_memory")
     print(f"{'run':<28}{'seconds':>9}{'captions/s':>12}{'ratio':>8}")
     print(f"{'read only (anchor)':<28}{read_s:>9.1f}{n / read_s:>12,.0f}{1:>8.2f}")

@@ -18,7 +18,7 @@ import io
 import json
 import math
 import os
-import resource
+
 import subprocess
 import sys
 import tempfile
@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from openwit.pipeline.common.memory import peak_rss_bytes
 from openwit.pipeline.common import neardup
 from openwit.pipeline.common.neardup import near_duplicate_pairs, pairs_within
 
@@ -61,7 +62,7 @@ def one_size(n: int, k: int) -> dict:
     start = time.perf_counter()
     pairs = near_duplicate_pairs(hashes, k, stats=stats)
     seconds = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_bytes() / 2**20
     return {"n": len(hashes), "k": k, "seconds": seconds, "pairs": len(pairs), "compared": stats["compared"],
             "recall": recall(hashes, pairs, truth), "peak_mib": peak_mib, "colour_ns": colour_check_ns(pairs)}
 

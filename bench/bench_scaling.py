@@ -225,7 +225,9 @@ def run_pinned(command: list[str], cpus: list[int], server_pids: list[int], env=
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         child = subprocess.Popen(command, stdout=out, stderr=err, env=env,
                                  preexec_fn=lambda: os.sched_setaffinity(0, cpus))
-        _, status, usage = os.wait4(child.pid, 0)  # wait4: the CPU and peak RSS of its whole tree
+        # wait4: the CPU and peak RSS of its whole tree. The RSS includes this bench's own size
+        # at the fork (ru_maxrss survives exec), a floor of a few tens of MB here.
+        _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - start
         out.seek(0)
@@ -253,8 +255,9 @@ def write_inputs(root: str, n: int, base: str) -> tuple[str, str]:
 def run_openwit(root: str, candidates: str, vocab: str, cores: list[int], mode: str, timeout: float,
                 server_pids: list[int]) -> dict:
     out = os.path.join(root, f"ow-{mode}-{len(cores)}")
-    runner = ["--direct_running_mode", mode]
-    if mode == "multi_processing":
+    running_mode, _, fetch = mode.partition("+fetch")  # e.g. in_memory+fetch1: --fetch_workers 1
+    runner = ["--direct_running_mode", running_mode] + (["--fetch_workers", fetch] if fetch else [])
+    if running_mode == "multi_processing":
         runner += ["--direct_num_workers", str(len(cores))]
     command = [sys.executable, "-m", "openwit.pipeline.cli", "curate", "--input", candidates, "--vocab", vocab,
                "--output", out, "--threshold", "1000000000", "--image-size", str(IMAGE_SIZE), "--resize-mode",
@@ -436,7 +439,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cores", help="comma-separated core counts (default: 1 and all)")
     parser.add_argument("--images", type=int, help="URLs (default 2500; --quick 120; --curve 4000)")
     parser.add_argument("--timeout", type=float, help="both tools' timeout in seconds (default 10; --quick 2)")
-    parser.add_argument("--modes", default="in_memory", help="openwit FnApiRunner modes: in_memory,multi_processing")
+    parser.add_argument("--modes", default="in_memory,in_memory+fetch1",
+                        help="openwit FnApiRunner modes: in_memory (fetch workers: one per core), "
+                             "in_memory+fetchN (--fetch_workers N), multi_processing")
     parser.add_argument("--quick", action="store_true", help="a ~1 minute run that a test can make")
     parser.add_argument("--curve", action="store_true",
                         help=f"cores {','.join(map(str, CURVE_CORES))} (those this machine has) in at most "

@@ -30,9 +30,9 @@ TINY = {"embed_dim": 64,
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 
 
-def demo_shards(tmp: str) -> str:
+def demo_shards(tmp: str, images: int = 600) -> str:
     subprocess.run([sys.executable, "-m", "openwit.pipeline.cli", "demo", "--output", os.path.join(tmp, "demo"),
-                    "--images", "600", "--steps", "0"], check=True, capture_output=True)
+                    "--images", str(images), "--steps", "0"], check=True, capture_output=True)
     return layout.shards_dir(os.path.join(tmp, "demo", "curated"))
 
 
@@ -42,7 +42,8 @@ def openwit_rate(shards: str, steps: int, batch: int, device: str, tmp: str) -> 
     from openwit.trainer.train import train
 
     out = os.path.join(tmp, "openwit.pt")
-    train(TrainConfig(shards=shards, steps=steps, batch_size=batch, device=device, output=out, log_every=10 ** 9))
+    train(TrainConfig(shards=shards, steps=steps, batch_size=batch, device=device, output=out, log_every=10 ** 9,
+                      context_length=TINY["text_cfg"]["context_length"]))  # open_clip's 77, not openwit's default
     rates = [json.loads(line)["samples_per_s"] for line in open(out + ".jsonl")][5:]
     return statistics.median(rates)
 
@@ -61,22 +62,25 @@ def loader_rate(shards: str, batch: int, batches: int) -> float:
     return batch * batches / seconds
 
 
-def openclip_rate(venv: str, shards: str, steps: int, batch: int, device: str, tmp: str) -> float:
-    """Median samples/s that open_clip's trainer logs, per step after the first 5."""
+def openclip_rate(venv: str, shards: str, steps: int, batch: int, device: str, tmp: str,
+                  model: str = "openwit-tiny", workers: int = 1) -> float:
+    """Median samples/s that open_clip's trainer logs, per step after the first 5. `model`:
+    openwit-tiny (the TINY shape above) or one of open_clip's own (ViT-B-32)."""
     python = os.path.join(venv, "bin", "python")
     config_dir = subprocess.run([python, "-c", "import open_clip, os; print(os.path.join(os.path.dirname("
                                  "open_clip.__file__), 'model_configs'))"], capture_output=True, text=True,
                                 check=True).stdout.strip()
-    with open(os.path.join(config_dir, "openwit-tiny.json"), "w") as f:
-        json.dump(TINY, f)
+    if model == "openwit-tiny":
+        with open(os.path.join(config_dir, "openwit-tiny.json"), "w") as f:
+            json.dump(TINY, f)
     tars = sorted(glob.glob(os.path.join(shards, "*.tar")))
     sizes = json.load(open(layout.sizes_path(shards)))
     samples = sum(sizes.values())
     pattern = os.path.join(shards, f"{{{os.path.basename(tars[0])[:-4]}..{os.path.basename(tars[-1])[:-4]}}}.tar")
     command = [python, "-m", "open_clip_train.main", "--train-data", pattern, "--dataset-type", "webdataset",
                "--train-num-samples", str(steps * batch), "--batch-size", str(batch), "--epochs", "1",
-               "--model", "openwit-tiny", "--precision", "fp32" if device == "cpu" else "amp_bf16",
-               "--workers", "1", "--device", device, "--lr", "1e-3", "--warmup", "10", "--log-every-n-steps", "1",
+               "--model", model, "--precision", "fp32" if device == "cpu" else "amp_bf16",
+               "--workers", str(workers), "--device", device, "--lr", "1e-3", "--warmup", "10", "--log-every-n-steps", "1",
                "--logs", os.path.join(tmp, "openclip-logs"), "--save-frequency", "0", "--report-to", "",
                "--seed", "0", "--dataset-resampled"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800)

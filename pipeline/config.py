@@ -43,6 +43,8 @@ class CurateConfig:
     # None: the shipped list, resolved here so that the manifest records its path
     vocab: Optional[str] = opt(None, "vocabulary file: one entry a line (.txt or .txt.gz); "
                                "default: the shipped 450K list")
+    worldwide: bool = opt(False, "match each caption against its language's list: --vocab for en, the shipped "
+                          "worldwide list (41 languages, docs/vocabulary.md) for the others; use with --languages")
     output: str = opt(help_text="output directory", required=True)
     seed: int = opt(0, "seed of the balancing draw")
     # ignored when tail_fraction is set
@@ -103,6 +105,9 @@ class CurateConfig:
             (not 0 <= self.text.min_language_score <= 1,
              "--min-language-score is a probability: between 0 and 1"),
             (self.near_dup_distance > 32, "--near-dup-distance above 32 of 64 bits would merge unrelated images"),
+            (self.worldwide and tuple(self.text.languages) == ("en",),
+             "--worldwide matches captions in other languages, which --languages en drops first: "
+             "add --languages all (or the languages you want)"),
         )
         return next((message for broken, message in rules if broken), None)
 
@@ -154,7 +159,21 @@ def parse_curate_command(argv: list[str]) -> tuple[CurateConfig, list[str], bool
     unknown = unknown_beam_args(beam_args)
     if unknown:
         parser.error(f"unrecognized arguments (neither openwit's nor Beam's): {' '.join(unknown)}")
-    return config, with_default_runner(beam_args), args.dry_run
+    beam_args = with_default_runner(beam_args)
+    check_beam_values(parser, beam_args)
+    return config, beam_args, args.dry_run
+
+
+def check_beam_values(parser, beam_args: list[str]) -> None:
+    """openwit's own Beam options (pipeline/beam/options.py) checked before a run starts."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from openwit.pipeline.beam.options import fetch_workers
+
+    try:
+        fetch_workers(PipelineOptions(beam_args))
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def parse_curate_args(argv: list[str]) -> tuple[CurateConfig, list[str]]:
@@ -167,6 +186,8 @@ def unknown_beam_args(beam_args: list[str]) -> list[str]:
     """Flags that no Beam PipelineOptions class defines: a typo like --theshold must fail
     loudly instead of being dropped by Beam with a log line while the run uses defaults."""
     from apache_beam.options import pipeline_options as po
+
+    from openwit.pipeline.beam import options  # noqa: F401 - registers openwit's own (--fetch_workers)
 
     parser = po._BeamArgumentParser(allow_abbrev=False)  # the parser Beam itself uses
     for cls in {str(c): c for c in po.PipelineOptions.__subclasses__()}.values():

@@ -277,11 +277,34 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--wordnet-dir", default=WORDNET_DIR)
     verify_cmd = sub.add_parser("verify", help="rebuild from the sources and check the shipped sha256")
     verify_cmd.add_argument("--dir", default=HERE, help="directory holding the list and MANIFEST.json")
+    _worldwide_arguments(build, verify_cmd)
     return parser
+
+
+def _worldwide_arguments(build, verify_cmd) -> None:
+    """--worldwide: the per-language lists (query_lists/worldwide.py, docs/vocabulary.md)."""
+    from openwit.query_lists.worldwide import WorldwideOptions
+
+    for cmd in (build, verify_cmd):
+        cmd.add_argument("--worldwide", action="store_true",
+                         help="the worldwide per-language list (worldwide.txt.gz, WORLDWIDE_MANIFEST.json)")
+        cmd.add_argument("--languages", default=None,
+                         help="--worldwide: comma-separated languages (build: default every wordfreq language "
+                              "but en; verify: rebuild only these, a quick check)")
+    build.add_argument("--min-zipf", type=float, default=WorldwideOptions.min_zipf,
+                       help="--worldwide: lowest Zipf frequency kept (3.0: once per million words)")
+    build.add_argument("--max-entries", type=int, default=WorldwideOptions.max_entries,
+                       help="--worldwide: most entries per language (cut at a whole frequency band)")
+    build.add_argument("--extra", action="append", metavar="LANG=FILE",
+                       help="--worldwide: a file of entries (one a line) appended to LANG's list (repeatable)")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.worldwide:
+        from openwit.query_lists import worldwide
+
+        return worldwide.main(args)
     if args.command == "verify":
         problems = verify(args.dir)
         for problem in problems:

@@ -34,6 +34,8 @@ _REASONS = [
     Reason("language_not_allowed", "text", False, "the detected caption language is not in --languages"),
     Reason("language_uncertain", "text", False, "language ID confidence below --min-language-score"),
     Reason("unmatched", "match", False, "the caption contains no vocabulary entry"),
+    Reason("language_without_vocabulary", "match", False, "--worldwide: the caption's language has no "
+           "vocabulary list (docs/vocabulary.md)"),
     Reason("balanced_out_pre", "balance_pre", False, "not drawn by balancing before download (cap t x slack)"),
     Reason("invalid_url", "download", False, "the url cannot be parsed or has no host"),
     Reason("blocked_address", "download", False, "the host is or resolves to a private, loopback, link-local, "

@@ -8,21 +8,16 @@ one, so the lines can be counted against the shards or files the command went th
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 
 import pyarrow.parquet as pq
 import pytest
 
 from openwit.pipeline.audit.verify import verify
-from openwit.pipeline.cli import main as cli_main
-from openwit.pipeline.demo import web as demo_web
-from openwit.pipeline.demo.run import write_web_inputs
 from openwit.pipeline.output import layout
 from openwit.pipeline.output.ledger import current_state, read_ledger
+from helpers import assert_one_line_user_error, curated_demo, openwit, in_process
 from scenes import jpeg, scene
-from test_curate_e2e import curate_args, run_curate
 
 EVERY_STEP = ["--progress-every", "1e-9"]
 
@@ -30,13 +25,8 @@ EVERY_STEP = ["--progress-every", "1e-9"]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A small real output with several shards; the web stays up for --retry-failed."""
-    root = tmp_path_factory.mktemp("audit_progress")
-    web = demo_web.build_web(n_images=30, seed=7)
-    with demo_web.serve(web.routes) as base:
-        candidates, vocab = write_web_inputs(str(root / "web"), web, base)
-        out = str(root / "out")
-        run_curate(curate_args(candidates, vocab, out, "--samples-per-shard", "4"))
-        yield {"root": root, "out": out}
+    with curated_demo(tmp_path_factory.mktemp("audit_progress"), 30, 7, "--samples-per-shard", "4") as out:
+        yield {"out": out}
 
 
 @pytest.fixture
@@ -49,25 +39,12 @@ def copy(built, tmp_path):
 
 def run(capsys, *argv):
     """`openwit ARGV` in this process, stderr captured (not a terminal): (exit, stdout, stderr)."""
-    try:
-        code = cli_main(list(argv))
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    result = in_process(capsys, *argv)
+    return result.returncode, result.stdout, result.stderr
 
 
 def progress_lines(err: str, what: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("progress ") and f"; {what} " in line]
-
-
-def assert_one_line_user_error(code, out, err, *words):
-    assert code == 2, err
-    assert "Traceback" not in err and out == ""
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def kept(out):
@@ -106,8 +83,7 @@ def test_verify_quiet_shows_only_the_result(built, capsys):
 
 def test_verify_as_a_process_off_a_terminal(built, tmp_path):
     json_path = str(tmp_path / "p.json")
-    result = subprocess.run([sys.executable, "-m", "openwit.pipeline.cli", "audit", "verify", built["out"],
-                             *EVERY_STEP, "--progress-json", json_path], capture_output=True, text=True, timeout=120)
+    result = openwit("audit", "verify", built["out"], *EVERY_STEP, "--progress-json", json_path)
     assert result.returncode == 0, result.stderr
     assert len(progress_lines(result.stderr, "verify")) == len(tars(built["out"]))
     assert "\r" not in result.stderr and "Traceback" not in result.stderr
@@ -117,7 +93,7 @@ def test_verify_as_a_process_off_a_terminal(built, tmp_path):
 
 
 def test_verify_words_a_bad_progress_option(built, capsys):
-    assert_one_line_user_error(*run(capsys, "audit", "verify", built["out"], "--progress-every", "0"),
+    assert_one_line_user_error(in_process(capsys, "audit", "verify", built["out"], "--progress-every", "0"),
                                "--progress-every")
 
 
@@ -155,12 +131,12 @@ def test_takedown_quiet_shows_only_the_result(copy, tmp_path, capsys):
 def test_takedown_words_a_missing_list_file_and_changes_nothing(copy, tmp_path, capsys):
     before = {name: open(os.path.join(copy, name), "rb").read() for name in ("manifest.json",)}
     missing = str(tmp_path / "no-such-list.txt")
-    assert_one_line_user_error(*run(capsys, "takedown", copy, "--urls", missing), "--urls", missing,
+    assert_one_line_user_error(in_process(capsys, "takedown", copy, "--urls", missing), "--urls", missing,
                                "no such file")
-    assert_one_line_user_error(*run(capsys, "takedown", copy, "--uids", str(tmp_path)), "--uids", "is a folder")
+    assert_one_line_user_error(in_process(capsys, "takedown", copy, "--uids", str(tmp_path)), "--uids", "is a folder")
     assert open(os.path.join(copy, "manifest.json"), "rb").read() == before["manifest.json"]
     assert not os.path.exists(layout.blocklist_path(copy))
-    assert_one_line_user_error(*run(capsys, "takedown", str(tmp_path / "nowhere"), "--urls", missing),
+    assert_one_line_user_error(in_process(capsys, "takedown", str(tmp_path / "nowhere"), "--urls", missing),
                                "no such folder")
 
 
@@ -200,14 +176,14 @@ def test_hashes_export_quiet_shows_only_the_result(eval_set, tmp_path, capsys):
 def test_hashes_export_words_a_missing_folder_and_a_folder_without_images(tmp_path, capsys):
     output = tmp_path / "h.parquet"
     missing = str(tmp_path / "nowhere")
-    assert_one_line_user_error(*run(capsys, "hashes", "export", missing, "-o", str(output)), missing,
+    assert_one_line_user_error(in_process(capsys, "hashes", "export", missing, "-o", str(output)), missing,
                                "no such file or folder")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("no images here")
-    assert_one_line_user_error(*run(capsys, "hashes", "export", str(tmp_path / "notes"), "-o", str(output)),
+    assert_one_line_user_error(in_process(capsys, "hashes", "export", str(tmp_path / "notes"), "-o", str(output)),
                                "no image", "readme.txt")
     assert not output.exists()  # refused before anything was written
-    assert_one_line_user_error(*run(capsys, "hashes", "export", str(tmp_path / "notes"), "-o", str(tmp_path)),
+    assert_one_line_user_error(in_process(capsys, "hashes", "export", str(tmp_path / "notes"), "-o", str(tmp_path)),
                                "is a folder")
 
 
@@ -234,10 +210,10 @@ def test_the_merge_of_retry_failed_shows_its_progress_and_quiet_hides_it(copy, c
 def test_audit_words_a_ledger_folder_without_parts_and_an_output_that_is_a_folder(built, tmp_path, capsys):
     (tmp_path / "half" / "ledger").mkdir(parents=True)  # a run that never finished writing its ledger
     for what in ("verify", "summary"):
-        assert_one_line_user_error(*run(capsys, "audit", what, str(tmp_path / "half")), "no ledger part",
+        assert_one_line_user_error(in_process(capsys, "audit", what, str(tmp_path / "half")), "no ledger part",
                                    "finished run")
     for what in ("report", "croissant"):
-        assert_one_line_user_error(*run(capsys, "audit", what, built["out"], "-o", str(tmp_path)), "is a folder")
+        assert_one_line_user_error(in_process(capsys, "audit", what, built["out"], "-o", str(tmp_path)), "is a folder")
 
 
 def test_a_loop_line_gains_its_rate_and_eta_once_a_second_has_passed(monkeypatch):

@@ -138,7 +138,9 @@ def test_a_different_command_is_refused_unless_overwrite(web_run, tmp_path):
 @pytest.mark.parametrize("runner_args", [
     ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"],
     ["--runner", "PortableRunner", "--job_endpoint", "embed", "--environment_type", "LOOPBACK"],
-], ids=["fnapi-multiprocessing-2", "portable-loopback"])
+    ["--fetch_workers", "1"],  # downloads in Beam's own process (the default here: one per core)
+    ["--fetch_workers", "3"],
+], ids=["fnapi-multiprocessing-2", "portable-loopback", "fetch-workers-1", "fetch-workers-3"])
 def test_other_runners_give_the_same_bytes(web_run, tmp_path, runner_args):
     out = str(tmp_path / "out")
     run_curate(curate_args(web_run["candidates"], web_run["vocab"], out, *runner_args))

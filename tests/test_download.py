@@ -147,17 +147,23 @@ def the_web():
     web.close()
 
 
+def cleared(web, routes):
+    """The module's web with only `routes`, no hits or headers: each test starts afresh.
+    (test_download_hardening shares the_web and this.)"""
+    with web.lock:
+        web.routes.clear()
+        web.hits.clear()
+        web.headers.clear()
+        web.routes.update(routes)
+    return web
+
+
 @pytest.fixture
 def web(the_web):
-    with the_web.lock:
-        the_web.routes.clear()
-        the_web.hits.clear()
-        the_web.headers.clear()
-    the_web.routes.update({
+    return cleared(the_web, {
         "/ok": reply(200, BODY),
         **{f"/status/{s}": reply(s, b"error page") for s in (403, 404, 408, 410, 429, 500, 503)},
     })
-    return the_web
 
 
 class Lookup:

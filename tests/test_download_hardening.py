@@ -20,32 +20,21 @@ import pytest
 from PIL import Image
 
 from openwit.pipeline.beam import download_fn
+from openwit.pipeline.download import engine
 from openwit.pipeline.download.client import AGENT_TOKEN, DownloadConfig, Downloader, opt_out
 from openwit.pipeline.common.urls import without_credentials
 from openwit.pipeline.stages.download import record_from_download
 from openwit.schemas.record import DROPPED, Record
 from test_download import (  # noqa: F401 - connections: the autouse guard against traffic outside 127/8
-    BODY, SMALL_IMAGES, Lookup, Web, connections, expect, get, raw, redirect, reply,
+    BODY, SMALL_IMAGES, Lookup, cleared, connections, expect, get, raw, redirect, reply, the_web,
 )
 
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture(scope="module")
-def server():
-    web = Web()
-    yield web
-    web.close()
-
-
 @pytest.fixture
-def web(server):
-    with server.lock:
-        server.routes.clear()
-        server.hits.clear()
-        server.headers.clear()
-    server.routes["/ok"] = reply(200, BODY)
-    return server
+def web(the_web):  # noqa: F811 - the_web: test_download's module-scoped web, one per module
+    return cleared(the_web, {"/ok": reply(200, BODY)})
 
 
 def png(seed: int, size=(64, 48)) -> bytes:
@@ -200,13 +189,13 @@ def test_fetching_waits_for_decoding_over_the_byte_budget_and_drops_nothing(web,
     largest, concurrency = max(map(len, bodies.values())), 2
     budget = 2 * largest + largest // 2
     decoding = threading.Event()
-    real = download_fn.record_from_download
+    real = engine.record_from_download
 
     def slow_decoder(*args):
         decoding.wait(60)  # decoding is stuck until the test lets it go
         return real(*args)
 
-    monkeypatch.setattr(download_fn, "record_from_download", slow_decoder)
+    monkeypatch.setattr(engine, "record_from_download", slow_decoder)
     cfg = types.SimpleNamespace(image=SMALL_IMAGES, download=DownloadConfig(
         allow_loopback=True, retries=0, concurrency=concurrency, per_host=concurrency, body_budget=budget))
     fn = download_fn.DownloadFn(cfg, str(tmp_path))

@@ -203,8 +203,12 @@ def snapshot(root: Path, skip: Path) -> dict:
 RUN_AND_MEASURE = (
     "import resource, sys\n"
     "from openwit.pipeline.cli import main\n"
+    "from openwit.pipeline.common.memory import peak_rss_bytes\n"
     "code = main(sys.argv[2:])\n"
-    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    # the largest of this process and its fetch workers (whose ru_maxrss is at least this
+    # process's size when they started: no larger than this process's own peak)
+    "children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+    "open(sys.argv[1], 'w').write(str(max(peak_rss_bytes(), children)))\n"
     "sys.exit(code)\n")
 
 
@@ -227,7 +231,7 @@ def run_curate(root: Path, web: dict, lines: list[str]) -> tuple[Path, int]:
                               capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert snapshot(root, out) == {**before, str(rss_file): snapshot(root, out).get(str(rss_file))}
-    return out, int(rss_file.read_text()) // 1024
+    return out, int(rss_file.read_text()) >> 20
 
 
 def check_run(root: Path, web: dict, lines: list[str]) -> None:

@@ -10,22 +10,15 @@ import pytest
 
 from openwit.pipeline.audit.takedown import takedown
 from openwit.pipeline.audit.verify import verify_output
-from openwit.pipeline.demo import web as demo_web
-from openwit.pipeline.demo.run import write_web_inputs
 from openwit.pipeline.output import files, layout, manifest as manifests, shards
 from openwit.pipeline.output.ledger import current_state, read_ledger
-from test_curate_e2e import curate_args, run_curate
+from helpers import curated_demo
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("recorded")
-    web = demo_web.build_web(n_images=20, seed=7)
-    with demo_web.serve(web.routes) as base:
-        candidates, vocab = write_web_inputs(str(root / "web"), web, base)
-        out = str(root / "out")
-        run_curate(curate_args(candidates, vocab, out, "--samples-per-shard", "5"))
-    return out
+    with curated_demo(tmp_path_factory.mktemp("recorded"), 20, 7, "--samples-per-shard", "5") as out:
+        return out
 
 
 @pytest.fixture

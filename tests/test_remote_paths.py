@@ -25,7 +25,11 @@ SCHEME = "openwit-remote"
 class StandInRemoteFileSystem(LocalFileSystem):
     """`openwit-remote://PATH` is the local folder ROOT/PATH; paths keep their scheme both ways."""
 
-    root = None  # set by the fixture
+    @property
+    def root(self) -> str:
+        # From the environment, set by the fixture: openwit's fetch-worker processes import
+        # this class as a Beam plugin (pipeline/download/pool.py) and inherit the variable.
+        return os.environ["OPENWIT_TEST_REMOTE_ROOT"]
 
     @classmethod
     def scheme(cls):
@@ -68,7 +72,7 @@ class StandInRemoteFileSystem(LocalFileSystem):
 
 @pytest.fixture
 def remote_root(tmp_path, monkeypatch):
-    monkeypatch.setattr(StandInRemoteFileSystem, "root", str(tmp_path / "bucket"))
+    monkeypatch.setenv("OPENWIT_TEST_REMOTE_ROOT", str(tmp_path / "bucket"))
     return tmp_path / "bucket"
 
 

@@ -335,12 +335,26 @@ def test_a_weights_only_checkpoint_cannot_be_resumed(shards, tmp_path):
         train(tiny_config(shards, tmp_path / "x.pt", steps=2, resume=str(path)))
 
 
+def test_a_checkpoint_keeps_its_context_length_after_the_default_changed(shards, tmp_path):
+    """Checkpoints made at context 77 (the default before 160) load at 77, and resuming one
+    without --context-length 77 is refused with the flag to pass, not a size-mismatch trace."""
+    path = tmp_path / "c77.pt"
+    train(tiny_config(shards, path, steps=1, context_length=77))
+    model, cfg = load_checkpoint(str(path))
+    assert TrainConfig().context_length != 77 and cfg.context_length == 77
+    assert model.text.positional_embedding.shape[0] == 77
+    with pytest.raises(ValueError, match="--context-length 77"):
+        train(tiny_config(shards, tmp_path / "r.pt", steps=2, resume=str(path)))
+    resumed = train(tiny_config(shards, tmp_path / "r.pt", steps=2, resume=str(path), context_length=77))
+    assert len(resumed.losses) == 2
+
+
 def test_presets_and_flags(tmp_path):
     from openwit.trainer.config import TrainConfig, preset
     from openwit.trainer.model import CLIP
 
     b32 = TrainConfig(**preset("b32"))
-    assert (b32.image_size, b32.patch_size, b32.vision_width, b32.context_length, b32.embed_dim) == (224, 32, 768, 77, 512)
+    assert (b32.image_size, b32.patch_size, b32.vision_width, b32.context_length, b32.embed_dim) == (224, 32, 768, 160, 512)
     model = CLIP(b32)
     assert 87.8e6 < sum(p.numel() for p in model.visual.parameters()) < 87.9e6  # OpenAI's ViT-B/32 tower
     # OpenAI's 151M less its 49,408 x 512 BPE token table (ours has 259 byte ids)

@@ -7,23 +7,9 @@ import sys
 import apache_beam as beam
 import pytest
 
-from openwit.pipeline.cli import main as cli_main
 from openwit.pipeline.common import errors
 from openwit.pipeline.common.errors import UserError
-
-
-def openwit(*argv, env=None):
-    return subprocess.run([sys.executable, "-m", "openwit.pipeline.cli", *argv], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
-
-
-def assert_one_line_user_error(result, *words):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0]
+from helpers import assert_one_line_user_error, in_process, openwit
 
 
 @pytest.fixture
@@ -84,16 +70,6 @@ def test_extract_words_its_user_errors(files, capsys):
                                           str(files / "c.parquet")), "no input file matches")
     assert_one_line_user_error(in_process(capsys, "extract", str(files / "good.csv"), "-o",
                                           str(files / "no" / "c.parquet")), "folder does not exist")
-
-
-def in_process(capsys, *argv):
-    """cli.main(argv) -> a result like subprocess.run's (a parser's refusal exits by SystemExit)."""
-    try:
-        code = cli_main(list(argv))
-    except SystemExit as done:
-        code = done.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 def test_debug_shows_the_traceback(files):

@@ -104,10 +104,21 @@ def save_training_checkpoint(path: str, model, optimizer, cfg: TrainConfig, stat
                     batches_consumed=state.step * cfg.accum_steps)
 
 
-def resume_from(path: str, model, optimizer) -> TrainState:
+# The fields that shape the weights: a resumed run must have the checkpoint's values.
+MODEL_FIELDS = ("image_size", "patch_size", "vision_width", "vision_layers", "vision_heads", "context_length",
+                "text_width", "text_layers", "text_heads", "embed_dim")
+
+
+def resume_from(path: str, model, optimizer, cfg: TrainConfig) -> TrainState:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if "optimizer" not in payload:
         raise ValueError(f"{path} holds weights only (no optimiser state): it cannot be resumed")
+    # e.g. a run started at the old default context of 77, resumed after the default changed
+    saved = payload["config"]
+    differ = {f: saved[f] for f in MODEL_FIELDS if saved.get(f, getattr(cfg, f)) != getattr(cfg, f)}
+    if differ:
+        flags_needed = " ".join(f"--{f.replace('_', '-')} {v}" for f, v in differ.items())
+        raise ValueError(f"{path} was trained with another model shape; resume it with {flags_needed}")
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     torch.set_rng_state(payload["rng"])
@@ -147,11 +158,17 @@ def unwrap(model):
     return model
 
 
+def launched_distributed() -> bool:
+    """WORLD_SIZE > 1, or torchrun even with one process (it sets TORCHELASTIC_RUN_ID), so
+    `torchrun --nproc_per_node 1` on one GPU runs the same NCCL + DDP path as N GPUs."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def setup_distributed(cfg: TrainConfig) -> torch.device:
-    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA, gloo on CPU)
-    and pick this process's GPU. -> the device to train on."""
+    """Under torchrun: join the process group (NCCL on CUDA, gloo on CPU) and pick this
+    process's GPU. -> the device to train on."""
     device = resolve_device(cfg.device)
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not launched_distributed():
         return device
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=cfg.dist_init_method,
                             rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
@@ -167,22 +184,23 @@ def train(cfg: TrainConfig, stop_at: int | None = None) -> TrainResult:
     a run killed right after a save would leave it)."""
     device = setup_distributed(cfg)
     rank, world_size = world()
+    ddp = dist.is_available() and dist.is_initialized()  # torchrun, even with one process
     torch.manual_seed(cfg.seed)  # weights (the same on every rank); data order and crops: data.py
     model = CLIP(cfg).to(device)
     # CLIP's AdamW settings: beta2 0.98 and eps 1e-6 are steadier for contrastive batches.
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6
     )
-    state = resume_from(cfg.resume, model, optimizer) if cfg.resume else TrainState()
+    state = resume_from(cfg.resume, model, optimizer, cfg) if cfg.resume else TrainState()
     if cfg.compile:
         model = torch.compile(model)  # the checkpoint still saves the plain module's weights
-    if world_size > 1:
+    if ddp:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
                                                           else None)
     num_params = sum(p.numel() for p in model.parameters())
     say(f"training {num_params / 1e6:.2f}M params on {count_samples(cfg.shards)} samples "
         f"from {cfg.shards}, steps {state.step}..{cfg.steps} of batch {cfg.batch_size}x{cfg.accum_steps}"
-        f"x{world_size} ranks on {device}")
+        f"x{world_size} ranks{f' (DDP, {dist.get_backend()})' if ddp else ''} on {device}")
     batches = train_batches(cfg, skip=state.step * cfg.accum_steps)
     metrics = MetricsLog(cfg.log_file or cfg.output + ".jsonl", append=bool(cfg.resume), tensorboard=cfg.tensorboard,
                          steps=(state.step, cfg.steps)) if rank == 0 else None
@@ -212,7 +230,7 @@ def train(cfg: TrainConfig, stop_at: int | None = None) -> TrainResult:
         metrics.close()
         save_training_checkpoint(cfg.output, unwrap(model), optimizer, cfg, state)
         say(f"saved {cfg.output}")
-    if world_size > 1:
+    if ddp:
         dist.barrier()  # rank 0 may still be saving: nobody tears the group down before it is done
         dist.destroy_process_group()
     return TrainResult(losses=losses, checkpoint=cfg.output, seconds=seconds)

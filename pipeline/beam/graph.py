@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from openwit.pipeline.beam import balancing
 from openwit.pipeline.output import layout, ledger, shards
 from openwit.pipeline.beam.download_fn import DownloadFn
+from openwit.pipeline.beam.options import fetch_workers
 from openwit.pipeline.beam.stage import CANDIDATES, KEPT_COUNTER, apply_stage, count, load_once, route
 from openwit.pipeline.common.urls import normalize_url
 from openwit.pipeline.config import CurateConfig
@@ -42,8 +43,11 @@ def build_read():
     return counted
 
 
-def build_match(vocab_path: str):
-    matcher = load_once(f"matcher:{vocab_path}", lambda: match.Matcher.from_vocab(vocab_path))
+def build_match(vocab_path: str, worldwide: bool = False):
+    if worldwide:
+        matcher = load_once(f"worldwide-matcher:{vocab_path}", lambda: match.WorldwideMatcher.from_vocab(vocab_path))
+    else:
+        matcher = load_once(f"matcher:{vocab_path}", lambda: match.Matcher.from_vocab(vocab_path))
     return lambda r: match.match_record(r, matcher)
 
 
@@ -105,7 +109,7 @@ def sample_pool(candidates, cfg: CurateConfig, vocab_size: int, with_text: bool 
     if with_text:
         candidates, dropped = apply_stage(candidates, "text", functools.partial(build_text, cfg.text))
         drops.append(dropped)
-    matched, dropped = apply_stage(candidates, "match", functools.partial(build_match, cfg.vocab))
+    matched, dropped = apply_stage(candidates, "match", functools.partial(build_match, cfg.vocab, cfg.worldwide))
     drops.append(dropped)
     matched, dropped = url_dedup(matched)
     pool = balancing.entry_counts(matched, "Pool", vocab_size)
@@ -182,7 +186,8 @@ def download_and_dedup(sampled, cfg: CurateConfig, staging_dir: str):
     downloaded = (
         sampled
         | "SpreadDownloads" >> beam.Reshuffle()
-        | "Download" >> beam.ParDo(DownloadFn(cfg, staging_dir)).with_outputs(DROPPED, main="kept")
+        | "Download" >> beam.ParDo(DownloadFn(cfg, staging_dir, fetch_workers(sampled.pipeline.options)))
+        .with_outputs(DROPPED, main="kept")
     )
     survivors, drops = downloaded.kept, [downloaded[DROPPED]]
     blocklist = load_blocklist(cfg)
@@ -264,7 +269,7 @@ def write_stats(p, cfg: CurateConfig, vocab_size: int, pool: dict, kept):
         | "StatsTrigger" >> beam.Create([None])
         | "WriteEntryStats" >> beam.Map(
             lambda _, pool_counts, pre_counts, final_counts, t: balancing.write_entry_stats(
-                cfg.output, match.read_vocab(cfg.vocab), pool_counts, pre_counts, final_counts, t,
+                cfg.output, match.entry_names(cfg.vocab, cfg.worldwide), pool_counts, pre_counts, final_counts, t,
                 cfg.pre_download_slack, cfg.tail_fraction),
             *(pvalue.AsSingleton(c) for c in (pool["pool"], pre, final, pool["threshold"])),
         )
@@ -312,7 +317,7 @@ def write_ledger(terminal, cfg: CurateConfig, ledger_dir: str):
 
 
 def run_pipeline(cfg: CurateConfig, beam_args: list[str]):
-    vocab_size = len(match.read_vocab(cfg.vocab))
+    vocab_size = match.vocab_size(cfg.vocab, cfg.worldwide)
     p = beam.Pipeline(options=PipelineOptions(beam_args))
     build_pipeline(p, cfg, vocab_size)
     result = p.run()

@@ -64,6 +64,16 @@ def describe_eval_hashes(cfg: CurateConfig):
             "images": len(dedup.EvalHashes.load(cfg.decontaminate).items)}
 
 
+def describe_worldwide(cfg: CurateConfig):
+    """The shipped per-language lists of --worldwide (path and sha256), or None."""
+    if not cfg.worldwide:
+        return None
+    from openwit.query_lists.worldwide import shipped_worldwide_path
+
+    path = shipped_worldwide_path()
+    return {"path": path, "sha256": match.vocab_sha256(path)}
+
+
 def describe_score_model(cfg: CurateConfig):
     """The --score-model checkpoint decides drops and scores, so it is hashed like an input."""
     if not cfg.score_model:
@@ -220,6 +230,9 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str], show: Optio
     check_writable(cfg.output)
     inputs = describe_inputs(cfg)
     vocab_sha = match.vocab_sha256(cfg.vocab)
+    worldwide = describe_worldwide(cfg)
+    if worldwide:  # the per-language lists decide matches too: a different list, a different run
+        vocab_sha = f"{vocab_sha}+{worldwide['sha256']}"
     eval_hashes = describe_eval_hashes(cfg)
     score_model = describe_score_model(cfg)
     try:
@@ -237,7 +250,8 @@ def curate(cfg: CurateConfig, beam_args: list[str], argv: list[str], show: Optio
         "config": cfg.to_dict(),
         "seed": cfg.seed,
         "output_action": action,
-        "vocab": {"path": cfg.vocab, "sha256": vocab_sha, "entries": len(match.read_vocab(cfg.vocab))},
+        "vocab": {"path": cfg.vocab, "sha256": match.vocab_sha256(cfg.vocab), "entries": len(match.read_vocab(cfg.vocab)),
+                  **({"worldwide": worldwide} if worldwide else {})},
         "inputs": inputs,
         "decontaminate": eval_hashes,
         "score_model": score_model,

@@ -83,7 +83,7 @@ class DownloadConfig:
     max_image_bytes: int = opt(20 * 1024 * 1024)
     max_redirects: int = opt(5)
     # downloads in flight per worker process
-    concurrency: int = opt(64, "downloads in flight per worker", flag="--download-concurrency")
+    concurrency: int = opt(64, "downloads in flight per fetch-worker process", flag="--download-concurrency")
     # connections per host, so one site is not hammered
     per_host: int = opt(8, flag="--per-host-connections")
     contact: str = opt("https://github.com/openwit/openwit", "URL in the User-Agent for site owners",
@@ -95,8 +95,8 @@ class DownloadConfig:
                                "other private addresses stay refused")
     # politeness per host and worker (pipeline/download/politeness.py)
     # request starts per second per host; 0: no limit beyond per_host slots
-    host_rate: float = opt(0.0, "request starts per second per host and worker process "
-                           "(0: only --per-host-connections)", flag="--max-host-rate", metavar="R")
+    host_rate: float = opt(0.0, "request starts per second per host, split among the "
+                           "fetch workers that serve the host (0: only --per-host-connections)", flag="--max-host-rate", metavar="R")
     # pause a host when this share of its recent attempts failed; 0: never
     breaker_failure_ratio: float = opt(0.8, "pause a host when this share of its last 20 attempts (10 at least) "
                                        "failed transiently; its URLs end as domain_unavailable (retryable); "
@@ -108,10 +108,11 @@ class DownloadConfig:
                                     "system resolver", metavar="HOST:PORT")
     dns_ttl: float = opt(300.0, "seconds a resolved host stays cached per worker", flag="--dns-cache-ttl")
     dns_negative_ttl: float = opt(60.0, "seconds an NXDOMAIN answer stays cached per worker")
-    dns_concurrency: int = opt(32, "DNS queries in flight per worker (the rest wait; a burst never floods "
-                               "the resolver)")
+    dns_concurrency: int = opt(32, "DNS queries in flight per fetch-worker process (the rest wait; a "
+                               "burst never floods the resolver)")
     # fetched bodies waiting to be decoded (docs/performance.md has the worst case)
-    body_budget: int = opt(256 * 1024 * 1024, "bytes of fetched bodies waiting to be decoded, per worker; "
+    body_budget: int = opt(256 * 1024 * 1024, "bytes of fetched bodies waiting to be decoded, split among the "
+                           "fetch workers; "
                            "over it no new download starts until decoding catches up (nothing is dropped)",
                            flag="--fetched-bytes-budget", metavar="BYTES")
 

@@ -15,9 +15,20 @@ import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
-
 from openwit.pipeline.output import layout
+
+
+class _LazyFileSystems:
+    """Beam's FileSystems, imported on first use: a process that only touches local paths
+    (a fetch worker, pipeline/download/pool.py) does not pay Beam's ~4 s import."""
+
+    def __getattr__(self, name):
+        from apache_beam.io.filesystems import FileSystems
+
+        return getattr(FileSystems, name)
+
+
+FileSystems = _LazyFileSystems()
 
 
 def is_remote(path: str) -> bool:
@@ -44,6 +55,9 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 def read_file(path: str) -> bytes:
+    if not is_remote(path):  # plain open: a fetch worker reading receipts never imports Beam
+        with open(path, "rb") as f:
+            return f.read()
     with FileSystems.open(path, compression_type="uncompressed") as f:
         return f.read()
 

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import gzip
 import os
+import threading
 import pickle
+import re
+from functools import lru_cache
 from typing import Optional
 
 import ahocorasick
 
 from openwit.query_lists.build import list_sha256 as vocab_sha256  # one definition for every list
+from openwit.query_lists.worldwide import read_sections, shipped_worldwide_path
 from openwit.schemas.record import Record, drop
 
 _WRAPPED_PUNCTUATION = (",", ".", ";", ":", "?", "!", "`")
@@ -97,8 +101,191 @@ def _write_cache(path: str, automaton) -> None:
         pass  # a read-only home only costs a rebuild next time
 
 
-def match_record(record: Record, matcher: Matcher) -> Record:
-    entry_ids = matcher.match(record.caption)
+def match_record(record: Record, matcher) -> Record:
+    """MetaCLIP's match (a Matcher), or with --worldwide (a WorldwideMatcher) the match of the
+    caption's language's list; a language without a list is its own drop reason."""
+    if isinstance(matcher, WorldwideMatcher):
+        entry_ids = matcher.match(record.caption, record.language)
+        if entry_ids is None:
+            return drop(record, "language_without_vocabulary", str(record.language))
+    else:
+        entry_ids = matcher.match(record.caption)
     if not entry_ids:
         return drop(record, "unmatched")
     return record.update(entry_ids=entry_ids)
+
+
+# --- Worldwide matching (--worldwide; docs/vocabulary.md) ---------------------------------
+# Entry ids: the English list's ids stay 0..N-1; worldwide.txt.gz's line k gets id N + k, so
+# every id names one (language, entry) pair and ids fit the ledger's int32 entry_ids.
+
+# fastText (lid.176) labels whose list is stored under wordfreq's code.
+LANGUAGE_ALIASES = {"no": "nb", "tl": "fil", "sr": "sh", "hr": "sh", "bs": "sh"}
+
+# Scripts written without spaces between words: Han (with its extensions), kana, Thai, Lao,
+# Tibetan, Myanmar, Khmer. An entry holding one of their characters matches as a bare
+# substring; every other entry keeps MetaCLIP's space padding.
+_NO_SPACE_SCRIPT = re.compile(
+    "[\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff"
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]"
+)
+
+
+# Korean puts spaces between words, but particles and endings attach to the word's end
+# ("강아지와": the puppy + "and"): a Hangul entry matches at the start of a word, " entry".
+_HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
+
+
+def unspaced(entry: str) -> bool:
+    return bool(_NO_SPACE_SCRIPT.search(entry))
+
+
+def automaton_key(entry: str) -> str:
+    """What the automaton looks for: the bare entry for scripts without spaces, " entry" (a
+    word's start) for Hangul, else MetaCLIP's " entry "."""
+    if unspaced(entry):
+        return entry
+    return f" {entry}" if _HANGUL.search(entry) else f" {entry} "
+
+
+@lru_cache(maxsize=1)
+def _simplified_chinese() -> dict:
+    # wordfreq's character map; its own simplify_chinese needs jieba, which is not a dependency.
+    import msgpack
+    from wordfreq.util import data_path
+
+    with gzip.open(data_path("_chinese_mapping.msgpack.gz")) as f:
+        return msgpack.load(f, raw=False, strict_map_key=False)
+
+
+def worldwide_caption(caption: str, language: str) -> str:
+    """The caption normalised as wordfreq normalised the list's words (casefold, NFC/NFKC,
+    abjad marks, Serbian to Latin, Turkish dotted i; Chinese simplified), then MetaCLIP's
+    spacing. `language` is the list's code (wordfreq's)."""
+    from wordfreq.preprocess import preprocess_text
+    from wordfreq.tokens import simple_tokenize
+
+    text = preprocess_text(caption, language)
+    if language == "zh":
+        text = text.translate(_simplified_chinese())
+    # wordfreq's own word boundaries, on which its lists were counted: "l'eau" is "l" + "eau"
+    # (an elided article before a vowel), "won't" stays whole. Han and Thai runs stay glued.
+    return spaced_caption(" ".join(simple_tokenize(text)))
+
+
+def language_automaton(entries: list[str], first_id: int) -> ahocorasick.Automaton:
+    automaton = ahocorasick.Automaton()
+    for offset, entry in enumerate(entries):
+        key = automaton_key(entry)
+        if key in automaton:
+            automaton.get(key).append(first_id + offset)
+        else:
+            automaton.add_word(key, [first_id + offset])
+    automaton.make_automaton()
+    return automaton
+
+
+class WorldwideMatcher:
+    """The English Matcher for "en" and one automaton per other language, built on the first
+    caption of that language (lazy: a worker holds only the automata of languages it has seen).
+
+    `sections`: language -> (first id, its lines "LANG<TAB>entry\n" as UTF-8 bytes: 14 MB for
+    all 41 languages, where lists of str would take ~50 MB)."""
+
+    def __init__(self, english: Matcher, english_size: int, sections: dict[str, tuple[int, bytes]]):
+        self.english = english
+        self.english_size = english_size
+        self.sections = sections
+        self._automata: dict[str, ahocorasick.Automaton] = {}
+        self._building = threading.Lock()
+
+    @classmethod
+    def from_vocab(cls, english_path: str, worldwide_path: Optional[str] = None,
+                   cache_dir: Optional[str] = None) -> "WorldwideMatcher":
+        english_size = len(read_vocab(english_path))  # as Matcher counts them (a lone \r splits too)
+        return cls(Matcher.from_vocab(english_path, cache_dir), english_size,
+                   read_worldwide(worldwide_path or shipped_worldwide_path(), english_size))
+
+    def list_language(self, language: Optional[str]) -> Optional[str]:
+        """The list a caption of `language` (a fastText label) is matched with; None: no list."""
+        if language == "en":
+            return "en"
+        code = LANGUAGE_ALIASES.get(language, language)
+        return code if code in self.sections else None
+
+    def entries(self, code: str) -> list[str]:
+        prefix = f"{code}\t"
+        lines = self.sections[code][1].decode("utf-8").split("\n")[:-1]
+        for line in lines:
+            if not line.startswith(prefix) or line != line.strip() or line == prefix:
+                raise ValueError(f"worldwide list: bad line {line!r} in the {code!r} section")
+        return [line[len(prefix):] for line in lines]
+
+    def automaton(self, code: str) -> ahocorasick.Automaton:
+        found = self._automata.get(code)
+        if found is None:
+            with self._building:  # Beam runs bundles on several threads: build each list once
+                found = self._automata.get(code)
+                if found is None:
+                    found = language_automaton(self.entries(code), self.sections[code][0])
+                    self._automata[code] = found
+        return found
+
+    def match(self, caption: str, language: Optional[str]) -> Optional[tuple[int, ...]]:
+        """Sorted entry ids of the caption's language's list; None when it has no list."""
+        code = self.list_language(language)
+        if code is None:
+            return None
+        if code == "en":
+            return self.english.match(caption)
+        found = {i for _, ids in self.automaton(code).iter(worldwide_caption(caption, code)) for i in ids}
+        return tuple(sorted(found))
+
+    def language_ranges(self) -> dict[str, tuple[int, int]]:
+        """language -> [first id, end id): per-language balancing keys (language, entry) by these."""
+        ranges = {"en": (0, self.english_size)}
+        for code, (first_id, block) in self.sections.items():
+            ranges[code] = (first_id, first_id + block.count(b"\n"))
+        return ranges
+
+
+_SECTION_LINE = re.compile(rb"^([^\t\n]+)\t", re.MULTILINE)
+
+
+def read_worldwide(path: str, first_id: int) -> dict[str, tuple[int, bytes]]:
+    """worldwide.txt.gz as language -> (id of its first entry, its lines as bytes)."""
+    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
+        data = f.read()
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    sections, starts = {}, []
+    for found in _SECTION_LINE.finditer(data):
+        if not starts or starts[-1][0] != found.group(1):
+            starts.append((found.group(1), found.start()))
+    for (code, start), (_, end) in zip(starts, starts[1:] + [(None, len(data))]):
+        language = code.decode("utf-8")
+        if language in sections:
+            raise ValueError(f"{path}: the lines of {language!r} are not contiguous")
+        block = data[start:end]
+        sections[language] = (first_id, block)
+        first_id += block.count(b"\n")
+    return sections
+
+
+def entry_names(vocab_path: str, worldwide: bool = False) -> list[str]:
+    """Entry id -> name: the entries themselves, or with --worldwide "lang:entry" for every list."""
+    english = read_vocab(vocab_path)
+    if not worldwide:
+        return english
+    names = [f"en:{entry}" for entry in english]
+    for code, entries in read_sections(shipped_worldwide_path()):
+        names += [f"{code}:{entry}" for entry in entries]
+    return names
+
+
+def vocab_size(vocab_path: str, worldwide: bool = False) -> int:
+    """Number of entry ids (the balancing counts' length)."""
+    size = len(read_vocab(vocab_path))
+    if worldwide:
+        size += sum(len(entries) for _, entries in read_sections(shipped_worldwide_path()))
+    return size

@@ -4,6 +4,9 @@ Fixed-size shards would need a global rank, which does not scale. Instead a samp
 is a keyed hash of its uid modulo a shard count derived from the kept count, so sizes vary
 a little (sizes.json records them). Inside a shard, samples are sorted by key and every tar
 member has the same fixed mtime, owner and mode: the same samples give the same bytes.
+The tar is written with Python's tarfile, header for header what webdataset.TarWriter writes
+(tests/test_write.py compares the bytes): importing webdataset imports torch, seconds of a
+curate run's startup for a writer that is twenty lines.
 Each shard is written under a temporary name and renamed when complete; the writer returns
 each file's sha256 (of the bytes it wrote) for the record the manifest's digests come from.
 """
@@ -12,11 +15,11 @@ from __future__ import annotations
 import io
 import json
 import math
+import tarfile
 from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 
 from openwit.pipeline.common.keyed import bucket
 from openwit.pipeline.output import layout
@@ -26,6 +29,10 @@ from openwit.schemas.record import KEPT, SHARD_INDEX_SCHEMA, Record, sample_meta
 
 # 2020-01-01T00:00:00Z: any constant works; this one keeps tools from warning about 1970.
 TAR_MTIME = 1577836800
+# The rest of every member's header: read-only, owned by openwit (uid and gid 0, as
+# webdataset's TarWriter leaves them). PAX is tarfile's default, the format TarWriter writes.
+TAR_MODE = 0o444
+TAR_OWNER = "openwit"
 
 
 def shard_count(kept: int, samples_per_shard: int) -> int:
@@ -53,12 +60,22 @@ def text_members(record: Record) -> dict[str, bytes]:
 def build_tar(records: list[Record], read_image: Callable[[str], bytes]) -> bytes:
     """The tar bytes of one shard; `records` must already carry their keys, sorted."""
     out = io.BytesIO()
-    writer = wds.TarWriter(out, encoder=False, mtime=TAR_MTIME, user="openwit", group="openwit")
-    for record in records:
-        image = {record.image_format: read_image(record.image_path)}
-        writer.write({"__key__": record.key, **image, **text_members(record)})
-    writer.close()
+    # "w|" (a stream, as TarWriter opens it) pads the end to a whole 10 KiB record, as it does.
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+        for record in records:
+            members = {record.image_format: read_image(record.image_path), **text_members(record)}
+            for extension in sorted(members):  # TarWriter's order: by extension
+                add_member(tar, f"{record.key}.{extension}", members[extension])
     return out.getvalue()
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = TAR_MTIME
+    info.mode = TAR_MODE
+    info.uname = info.gname = TAR_OWNER
+    tar.addfile(info, io.BytesIO(data))
 
 
 def build_index(records: list[Record]) -> bytes:

@@ -288,11 +288,13 @@ function distanceText(distances) {
 }
 
 async function clusterStrip(cluster, open) {
-  const [survivor, uid, members] = cluster;
+  const [survivor, uid, members, face] = cluster;
   const head = el("h3", {onclick: () => go({cluster: uid}, true)},
     `${uid}: ${members.length} duplicate${members.length === 1 ? "" : "s"}`);
   if (!open) return el("div", {class: "cluster", "data-survivor": uid}, head);
-  const shown = await rows([survivor, ...members.map(m => m[0])]);
+  // each cluster carries what its strip shows (uid, status, reason, caption): no rows file
+  const asRow = (row, [rowUid, status, reason, caption]) => ({row, uid: rowUid, status, reason, caption});
+  const shown = [asRow(survivor, face), ...members.map(m => asRow(m[0], m[3]))];
   const figures = shown.map((row, k) => {
     const member = k ? members[k - 1] : null;
     const attrs = {class: k ? "member" : "survivor", "data-uid": row.uid, "data-row": row.row,
@@ -309,15 +311,49 @@ async function clusterStrip(cluster, open) {
   return el("div", {class: "cluster open", "data-survivor": uid}, head, el("div", {class: "strip"}, figures));
 }
 
+async function clusterRange(first, count) {
+  // Clusters first..first+count-1 (largest first), from the clusters chunks they fall in.
+  const per = app.meta.clusters_per_chunk, last = Math.min(first + count, app.meta.clusters), out = [];
+  for (let c = Math.floor(first / per); c * per < last; c++) {
+    const chunk = await load(chunkName("clusters", c));
+    for (let k = 0; k < chunk.length; k++) if (c * per + k >= first && c * per + k < last) out.push(chunk[k]);
+  }
+  forget("clusters", 8);
+  return out;
+}
+
+async function clusterByUid(uid) {
+  // meta.cluster_index holds the first survivor uid of each index chunk (sorted): one
+  // index chunk says the cluster's number, one clusters chunk holds it.
+  const firsts = app.meta.cluster_index || [];
+  let lo = 0, hi = firsts.length - 1, at = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (firsts[mid] <= uid) { at = mid; lo = mid + 1; } else hi = mid - 1;
+  }
+  if (at < 0) return null;
+  const index = await load(chunkName("clusterindex", at));
+  forget("clusterindex", 4);  // up to 5,000 uids each: keep only the recent ones
+  if (!Object.hasOwn(index, uid)) return null;
+  return (await clusterRange(index[uid], 1))[0] || null;
+}
+
 async function clustersView(state, main, filters) {
-  const all = await load("clusters");
+  const total = app.meta.clusters;
   filters.replaceChildren(el("span", {}, "Each strip: the survivor (green) and the candidates dropped as its duplicates, with their distances. "));
-  const chosen = state.cluster ? all.filter(c => c[1] === state.cluster) : all.slice(state.page * CLUSTERS_PER_PAGE, (state.page + 1) * CLUSTERS_PER_PAGE);
+  let chosen;
+  if (state.cluster) {
+    const one = await clusterByUid(state.cluster);
+    chosen = one ? [one] : [];
+  } else {
+    chosen = await clusterRange(state.page * CLUSTERS_PER_PAGE, CLUSTERS_PER_PAGE);
+  }
   const strips = [];
   for (const cluster of chosen) strips.push(await clusterStrip(cluster, true));
   main.replaceChildren(state.cluster ? el("button", {onclick: () => go({cluster: undefined})}, "all clusters")
-                                     : pager(state, all.length, CLUSTERS_PER_PAGE), ...strips);
-  setStatus(`${all.length.toLocaleString()} clusters`);
+                                     : pager(state, total, CLUSTERS_PER_PAGE), ...strips);
+  setStatus(`${total.toLocaleString()} clusters` +
+            (state.cluster && !chosen.length ? ` · no duplicate cluster has the survivor ${state.cluster}` : ""));
 }
 
 async function balancingView(state, main, filters) {
