@@ -228,10 +228,20 @@ def build_vocab(opts: BuildOptions) -> tuple[list[str], dict]:
 
 
 def write_vocab(entries: list[str], manifest: dict, out_dir: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, LIST_NAME), "wb") as f:
-        f.write(gzip_bytes(list_bytes(entries)))
-    with open(os.path.join(out_dir, MANIFEST_NAME), "w", encoding="utf-8") as f:
+    write_gzipped(os.path.join(out_dir, LIST_NAME), list_bytes(entries))
+    write_manifest(os.path.join(out_dir, MANIFEST_NAME), manifest)
+
+
+def write_gzipped(path: str, data: bytes) -> int:
+    """A shipped list, gzipped reproducibly (gzip_bytes); -> its compressed size."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(gzip_bytes(data))
+    return os.path.getsize(path)
+
+
+def write_manifest(path: str, manifest: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1, ensure_ascii=False, sort_keys=True)
         f.write("\n")
 
@@ -240,8 +250,8 @@ def shipped_list_path() -> str:
     return os.path.join(HERE, LIST_NAME)
 
 
-def load_manifest(directory: str = HERE) -> dict:
-    with open(os.path.join(directory, MANIFEST_NAME), encoding="utf-8") as f:
+def load_manifest(directory: str = HERE, name: str = MANIFEST_NAME) -> dict:
+    with open(os.path.join(directory, name), encoding="utf-8") as f:
         return json.load(f)
 
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Optional
 
-from openwit.query_lists.build import HERE, gzip_bytes, list_sha256, sha256_file
+from openwit.query_lists import build
+from openwit.query_lists.build import HERE, list_sha256, sha256_file, write_gzipped, write_manifest
 
 LIST_NAME = "worldwide.txt.gz"
 MANIFEST_NAME = "WORLDWIDE_MANIFEST.json"
@@ -184,14 +184,9 @@ def _version() -> str:
 
 
 def write_worldwide(sections, manifest: dict, out_dir: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
     data = b"".join(section_bytes(lang, entries) for lang, entries in sections)
-    with open(os.path.join(out_dir, LIST_NAME), "wb") as f:
-        f.write(gzip_bytes(data))
-    manifest["compressed_bytes"] = os.path.getsize(os.path.join(out_dir, LIST_NAME))
-    with open(os.path.join(out_dir, MANIFEST_NAME), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, ensure_ascii=False, sort_keys=True)
-        f.write("\n")
+    manifest["compressed_bytes"] = write_gzipped(os.path.join(out_dir, LIST_NAME), data)
+    write_manifest(os.path.join(out_dir, MANIFEST_NAME), manifest)
 
 
 def shipped_worldwide_path() -> str:
@@ -199,8 +194,7 @@ def shipped_worldwide_path() -> str:
 
 
 def load_manifest(directory: str = HERE) -> dict:
-    with open(os.path.join(directory, MANIFEST_NAME), encoding="utf-8") as f:
-        return json.load(f)
+    return build.load_manifest(directory, MANIFEST_NAME)
 
 
 def read_sections(path: str) -> list[tuple[str, list[str]]]:

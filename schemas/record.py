@@ -96,6 +96,19 @@ def drop_internal_error(record: Record, stage: str, err: Exception) -> Record:
     return record.update(status=DROPPED, stage=stage, reason="internal_error", detail=error_detail(err))
 
 
+def guarded(fn, stage: str):
+    """fn(record, ...) whose unexpected exceptions become internal_error drops: one hostile
+    record must not fail a run of millions, and nothing may leave the ledger."""
+
+    def apply(record, *args):
+        try:
+            return fn(record, *args)
+        except Exception as err:  # noqa: BLE001 - recorded with its type and message
+            return drop_internal_error(record, stage, err)
+
+    return apply
+
+
 def make_uid(source_name: str, row_number: int) -> str:
     """A stable id unique per input row: identical rows in one file still get distinct uids."""
     digest = hashlib.sha256(f"{source_name}\x00{row_number}".encode("utf-8")).hexdigest()

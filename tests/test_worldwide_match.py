@@ -181,6 +181,7 @@ def test_match_record_uses_the_records_language(matcher):
 def test_curate_flag_reaches_the_match_stage(tmp_path):
     from openwit.pipeline.beam.graph import build_match
     from openwit.pipeline.config import CurateConfig
+    from openwit.pipeline.stages.text import TextConfig
 
     cfg = CurateConfig(inputs=("x.jsonl",), output=str(tmp_path / "out"))
     assert cfg.worldwide is False  # today's English matching stays the default
@@ -188,6 +189,9 @@ def test_curate_flag_reaches_the_match_stage(tmp_path):
     english = read_vocab(cfg.vocab)
     by_default = build_match(cfg.vocab, cfg.worldwide)(record)
     assert [english[i] for i in by_default.entry_ids] == ["und"]  # the English list only
-    worldwide_cfg = CurateConfig(inputs=("x.jsonl",), output=str(tmp_path / "out"), worldwide=True)
+    with pytest.raises(ValueError, match="--languages"):  # it would only rename the statistics
+        CurateConfig(inputs=("x.jsonl",), output=str(tmp_path / "out"), worldwide=True)
+    worldwide_cfg = CurateConfig(inputs=("x.jsonl",), output=str(tmp_path / "out"), worldwide=True,
+                                 text=TextConfig(languages=("all",)))
     matched = build_match(worldwide_cfg.vocab, worldwide_cfg.worldwide)(record)
     assert {"de:hund", "de:und", "de:katze"} == {all_names()[i] for i in matched.entry_ids}

@@ -15,7 +15,7 @@ from apache_beam.utils.shared import Shared
 
 from openwit.pipeline.common import progress
 from openwit.pipeline.output import ledger
-from openwit.schemas.record import DROPPED, Record, drop_internal_error
+from openwit.schemas.record import DROPPED, Record, guarded
 
 NAMESPACE = "openwit"
 # Counter names: the funnel's ends, and one counter per drop (`dropped.STAGE.REASON`).
@@ -72,19 +72,6 @@ def route(record: Record):
         progress.bump(name)
         return pvalue.TaggedOutput(DROPPED, record)
     return record
-
-
-def guarded(fn, stage: str):
-    """fn(record, ...) whose unexpected exceptions become internal_error drops: one hostile
-    record must not fail a run of millions, and nothing may leave the ledger."""
-
-    def apply(record, *args):
-        try:
-            return fn(record, *args)
-        except Exception as err:  # noqa: BLE001 - recorded with its type and message
-            return drop_internal_error(record, stage, err)
-
-    return apply
 
 
 class StageFn(beam.DoFn):

@@ -26,17 +26,9 @@ from openwit.pipeline.download import staging
 from openwit.pipeline.download.client import DownloadConfig, Downloader
 from openwit.pipeline.stages.download import lasting, record_from_download
 from openwit.pipeline.stages.image import ImageConfig
-from openwit.schemas.record import Record, drop_internal_error
+from openwit.schemas.record import Record, drop_internal_error, guarded
 
 Done = Callable[[Record], None]
-
-
-def guarded_finish(finish, record, download):
-    """finish(record, download), or the record dropped as internal_error if it raised."""
-    try:
-        return finish(record, download)
-    except Exception as err:  # noqa: BLE001 - one record's bug must not fail the bundle
-        return drop_internal_error(record, "download", err)
 
 
 class FetchEngine:
@@ -57,6 +49,7 @@ class FetchEngine:
         # never queue behind image work and delay downloads.
         self.receipts = ThreadPoolExecutor(8, thread_name_prefix="openwit-receipt")
         self.stage = functools.partial(staging.stage_image, staging_dir)
+        self.finish_one = guarded(self.finish, "download")
 
     def receipt_key(self, record) -> str:
         return staging.receipt_key(record.url, self.image, self.receipt_config)
@@ -97,7 +90,7 @@ class FetchEngine:
     def after_download(self, done: Done, record, download) -> None:
         """Step 2 done: the image work goes to the CPU pool."""
         try:
-            task = self.cpu.submit(guarded_finish, self.finish, record, download)
+            task = self.cpu.submit(self.finish_one, record, download)
             task.add_done_callback(functools.partial(self.after_processing, done, record, download))
         except BaseException as err:  # noqa: BLE001 - e.g. the pool is shutting down
             self.release(download)
@@ -107,7 +100,7 @@ class FetchEngine:
         """Step 3 done: the record is back, and its body leaves the fetched-bytes budget."""
         self.release(download)
         try:
-            finished = task.result()  # guarded_finish caught the record's own errors
+            finished = task.result()  # finish_one caught the record's own errors
         except BaseException as err:  # noqa: BLE001 - the record must come back, whatever happened
             finished = drop_internal_error(record, "download", err)
         done(finished)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import gzip
 import os
-import threading
 import pickle
 import re
+import threading
 from functools import lru_cache
 from typing import Optional
 
