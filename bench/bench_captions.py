@@ -41,10 +41,19 @@ def repo_captions() -> dict[str, list[str]]:
             language, source, text = line.rstrip("\n").split("\t")
             groups["lid_eval en" if language == "en" else "lid_eval other languages"].append(text)
             groups.setdefault(f"  {source.split(':')[0] if source.startswith('desktop') else source}", []).append(text)
+            if language != "en":  # worldwide captions (issue 23): scripts cost 1-4 bytes a letter
+                groups.setdefault(f"  {script_width(text)}-byte script", []).append(text)
     from openwit.pipeline.demo import web
 
     groups["demo web"] = [row["caption"] for row in web.build_web(600, seed=0).rows if row["caption"]]
     return groups
+
+
+def script_width(text: str) -> int:
+    """UTF-8 bytes of the text's typical letter: 1 Latin, 2 Cyrillic/Greek/Arabic/Hebrew, 3 CJK,
+    Hangul, Thai, Devanagari and most other scripts."""
+    widths = sorted(len(ch.encode("utf-8")) for ch in text if ch.isalpha())
+    return widths[len(widths) // 2] if widths else 1
 
 
 def shard_captions(shards_dir: str) -> list[str]:

@@ -2,6 +2,7 @@
 import os
 
 import pyarrow.parquet as pq
+import pytest
 
 from openwit.pipeline.config import parse_curate_args
 from openwit.pipeline.curate.run import curate
@@ -12,7 +13,9 @@ from openwit.pipeline.stages.match import LANGUAGE_ALIASES, entry_names, read_vo
 from openwit.query_lists.worldwide import read_sections, shipped_worldwide_path
 
 
-def test_worldwide_curate_matches_each_caption_in_its_language(tmp_path):
+@pytest.fixture(scope="module")
+def worldwide_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("worldwide")
     web = demo_web.build_web(n_images=60, seed=3)
     with demo_web.serve(web.routes) as base_url:
         candidates, vocab = write_web_inputs(str(tmp_path / "web"), web, base_url)
@@ -22,6 +25,11 @@ def test_worldwide_curate_matches_each_caption_in_its_language(tmp_path):
                 "--min-image-size", "32", "--near-dup-distance", "0", "--languages", "all", "--worldwide"]
         cfg, beam_args = parse_curate_args(argv)
         manifest = curate(cfg, beam_args, argv)
+    return out, vocab, manifest
+
+
+def test_worldwide_curate_matches_each_caption_in_its_language(worldwide_run):
+    out, vocab, manifest = worldwide_run
     # the worldwide list is recorded beside --vocab, so an audit can name the lists used
     from openwit.query_lists.build import list_sha256
     assert manifest["vocab"]["worldwide"] == {"path": shipped_worldwide_path(),
@@ -41,3 +49,83 @@ def test_worldwide_curate_matches_each_caption_in_its_language(tmp_path):
             assert r["language"] != "en" and LANGUAGE_ALIASES.get(r["language"], r["language"]) not in lists
     stats = pq.read_table(os.path.join(out, "stats", "entries.parquet"), columns=["entry"]).column("entry")
     assert len(stats) == vocab_size(vocab, worldwide=True) == len(names)
+    # per-language balancing: balance.json (and the manifest) give each matched language its t
+    balancing = manifest["balancing"]
+    assert balancing["rule"] == "fixed+per_language_tail_share" and balancing["threshold"] == 100000
+    seen = {LANGUAGE_ALIASES.get(r["language"], r["language"]) for r in matched}
+    assert seen <= set(balancing["languages"]) and "en" in balancing["languages"]
+    for language, entry in balancing["languages"].items():
+        # t = 100000 puts every English entry in the tail (share 1.0): each language's t then
+        # lies above its largest count, so nothing is balanced out anywhere
+        assert entry["tail_share"] == 1.0 and entry["entries_over_threshold"] == 0, language
+    assert not [r for r in rows if r["reason"] and r["reason"].startswith("balanced_out")]
+
+
+def test_verify_checks_the_worldwide_lists_and_trace_names_their_entries(worldwide_run, tmp_path):
+    import shutil
+
+    from openwit.pipeline.audit.summary import trace_text
+    from openwit.pipeline.audit.verify import check_worldwide_list, verify
+
+    out, vocab, manifest = worldwide_run
+    assert verify(out) == []
+    recorded = manifest["vocab"]["worldwide"]
+    copy = str(tmp_path / "worldwide.txt.gz")
+    shutil.copyfile(recorded["path"], copy)
+    assert list(check_worldwide_list({**recorded, "path": copy})) == []
+    import gzip
+
+    with gzip.open(recorded["path"], "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    with gzip.open(copy, "wb") as f:
+        f.writelines(lines[:-1])  # one entry less
+    assert "no longer have the sha256" in next(check_worldwide_list({**recorded, "path": copy}))
+    assert "not found" in next(check_worldwide_list({**recorded, "path": str(tmp_path / "gone")}))
+    # trace names a non-English candidate's entries as the stats do ("de:hund")
+    names = entry_names(vocab, worldwide=True)
+    row = next(r for r in current_state(read_ledger(out)).to_pylist()
+               if r["entry_ids"] and r["language"] != "en")
+    text = trace_text(out, row["uid"])
+    assert all(f"{i} {names[i]!r}" in text for i in row["entry_ids"])
+
+
+def test_summary_report_and_explorer_show_languages(worldwide_run, tmp_path):
+    out, _, manifest = worldwide_run
+    balancing = manifest["balancing"]
+    rows = current_state(read_ledger(out)).to_pylist()
+    # audit summary and the report show the funnel and t per language
+    from openwit.pipeline.audit.report import build_report
+    from openwit.pipeline.audit.summary import language_funnel, summary_text
+
+    funnel = dict(language_funnel(current_state(read_ledger(out))))
+    assert sum(row["candidates"] for row in funnel.values()) == len(rows)
+    for language, row in funnel.items():
+        mine = [r for r in rows if (r["language"] or "-") == language]
+        assert row["kept"] == sum(r["status"] == "kept" for r in mine)
+        assert row["unmatched"] == sum(r["stage"] in ("read", "text", "match") and r["status"] != "kept" for r in mine)
+    text = summary_text(out)
+    assert "per language (t giving each English's tail share 100.0%)" in text
+    other = next(language for language in balancing["languages"] if language != "en")
+    assert any(line.split()[:2] == [other, str(balancing["languages"][other]["threshold"])] for line in text.splitlines())
+    page = build_report(out)
+    assert 'id="language-table"' in page and f'data-list="{other}"' in page
+    # the explorer's balancing view lists every language's t; a row shows that list's entries
+    from openwit.pipeline.audit.explorer import write_explorer
+    from test_explorer import Browser
+    from test_audit import chromium
+
+    site = str(tmp_path / "site")
+    write_explorer(out, site)
+    chromium()
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.open("file://" + os.path.join(site, "index.html") + "#view=balancing")
+        shown = browser.evaluate("[...document.querySelectorAll('#language-balancing tr[data-list]')]"
+                                 ".map(tr => [tr.dataset.list, Number(tr.children[1].textContent)])")
+        assert dict(shown) == {language: e["threshold"] for language, e in balancing["languages"].items()}
+        browser.act(f"document.querySelector('#language-balancing tr[data-list=\"{other}\"]').click()")
+        names = browser.evaluate("[...document.querySelectorAll('#entries tr.entry td:first-child')].map(td => td.textContent)")
+        assert names and all(name.startswith(other + ":") for name in names)
+        assert browser.errors == []
+    finally:
+        browser.close()

@@ -607,6 +607,8 @@ def meta(out_dir: str, manifest: dict, plan: Plan, sizes: list[int], n_entries: 
         "clusters_per_chunk": CLUSTERS_PER_CHUNK, "cluster_index": cluster_index,
         "funnel": ledger.funnel_from_drops(plan.rows, plan.dropped_per_stage, plan.kept),
         "timeline": timeline(manifest), "seed": (manifest or {}).get("seed"),
+        # a worldwide run's t per language list (balance.json, as the manifest recorded it)
+        "balancing_languages": ((manifest or {}).get("balancing") or {}).get("languages") or {},
         "openwit_version": (manifest or {}).get("openwit_version"), "report": "report.html",
     }
 

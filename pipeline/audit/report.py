@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from openwit.pipeline.output import layout, ledger, shards
 from openwit.pipeline.output.manifest import read_manifest
 from openwit.pipeline.audit.explorer import parse_distances, staging_of
-from openwit.pipeline.audit.summary import balancing_effect, language_counts
+from openwit.pipeline.audit.summary import FUNNEL_COLUMNS, balancing_effect, language_counts, language_funnel, language_list
 from openwit.pipeline.stages.image import OUTPUT_FORMATS
 from openwit.schemas.record import KEPT
 
@@ -133,6 +133,21 @@ def funnel_table(steps: list[tuple[str, int]]) -> str:
     return f'<table id="funnel-table"><tr><th>step</th><th>remaining</th><th>share</th></tr>{rows}</table>'
 
 
+def language_table(state, balance: dict, top: int = 30) -> str:
+    """The funnel per language ID; with a worldwide run, each language's t and tail share."""
+    by_language = balance.get("languages") or {}
+    extra = ["t", "tail share"] if by_language else []
+    head = "".join(f"<th>{esc(name)}</th>" for name in ["language", *FUNNEL_COLUMNS, *extra])
+    rows = []
+    for language, row in language_funnel(state)[:top]:
+        cells = [esc(language)] + [f"{row[name]:,}" for name in FUNNEL_COLUMNS]
+        if by_language:
+            entry = by_language.get(language_list(language))
+            cells += [f"{entry['threshold']:,}", f"{entry['tail_share']:.1%}"] if entry else ["-", "-"]
+        rows.append(f'<tr data-language="{esc(language)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f'<table id="language-table"><tr>{head}</tr>{"".join(rows)}</table>'
+
+
 def build_report(out_dir: str, explorer=None) -> str:
     """The page; `explorer`: the explorer's index.html as the report links to it (or None)."""
     state = ledger.current_state(ledger.read_ledger(out_dir, columns=COLUMNS))
@@ -150,6 +165,7 @@ def build_report(out_dir: str, explorer=None) -> str:
         bar_chart("plot-reasons", [(f"{s}: {r}", n) for s, r, n in reasons], "#d1603d"),
         reason_links(reasons, explorer),
         "<h2>Languages</h2>", bar_chart("plot-languages", [(lang, n) for lang, n, _ in language_counts(state)[:15]]),
+        language_table(state, balancing_effect(out_dir)[0]),
         "<h2>Image sizes (kept, shorter side of the original)</h2>",
         bar_chart("plot-sizes", size_bins(rows), "#6a9f58"),
     ]
@@ -258,7 +274,23 @@ def balancing_section(out_dir: str) -> list[str]:
             f"<p>t = {effect['threshold']:,} ({esc(effect['rule'])}); tail share {effect['tail_share']:.1%}; "
             f"{effect['entries_over_threshold']:,} entries over t in the pool, "
             f"{effect['entries_at_cap_final']:,} at t in the shards.</p>",
-            rank_plot("plot-entries", series, effect["threshold"])]
+            rank_plot("plot-entries", series, effect["threshold"])] + language_balancing(effect)
+
+
+def language_balancing(effect: dict) -> list[str]:
+    """A worldwide run's t per language list (MetaCLIP 2: equal tail shares)."""
+    if not effect.get("languages"):
+        return []
+    head = "".join(f"<th>{name}</th>" for name in ("list", "t", "tail share", "matches in the pool",
+                                                    "entries matched", "over t", "matches kept"))
+    rows = "".join(
+        f'<tr data-list="{esc(language)}"><td>{esc(language)}</td><td>{e["threshold"]:,}</td>'
+        f'<td>{e["tail_share"]:.1%}</td><td>{e["matches_in_pool"]:,}</td><td>{e["entries_matched"]:,}</td>'
+        f'<td>{e["entries_over_threshold"]:,}</td><td>{e.get("matches_kept_final", 0):,}</td></tr>'
+        for language, e in sorted(effect["languages"].items(), key=lambda item: -item[1]["matches_in_pool"]))
+    return [f"<p>Per language: each list's t gives it English's tail share "
+            f"({effect['tail_share_target']:.1%} at t = {effect['threshold']:,}).</p>",
+            f'<table id="language-balancing"><tr>{head}</tr>{rows}</table>']
 
 
 def write_report(out_dir: str, output: str, explorer=None) -> None:

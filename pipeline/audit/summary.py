@@ -19,7 +19,8 @@ def summary_text(out_dir: str, top: int = 10) -> str:
     if reasons:
         lines += ["", f"{'stage':<15}{'drop reason':<22}{'count':>7}"]
         lines += [f"{stage:<15}{reason:<22}{n:>7}" for stage, reason, n in reasons[:top]]
-    return "\n".join(lines + language_lines(state, top) + balancing_lines(out_dir))
+    balance, _ = balancing_effect(out_dir)
+    return "\n".join(lines + language_lines(state, top, balance) + balancing_lines(balance))
 
 
 def language_counts(state) -> list[tuple[str, int, int]]:
@@ -31,10 +32,57 @@ def language_counts(state) -> list[tuple[str, int, int]]:
     return sorted(((lang, n, k) for lang, (n, k) in counts.items()), key=lambda t: (-t[1], t[0]))
 
 
-def language_lines(state, top: int) -> list[str]:
-    rows = language_counts(state)
-    lines = ["", f"{'language':<15}{'candidates':>11}{'kept':>8}"]
-    return lines + [f"{lang:<15}{n:>11}{k:>8}" for lang, n, k in rows[:top]]
+FUNNEL_COLUMNS = ("candidates", "unmatched", "balanced_out", "fetch_filter", "kept")
+
+
+def language_funnel(state) -> list[tuple[str, dict]]:
+    """Per language ID, most candidates first: candidates, dropped before or at matching
+    (text rules, no entry, no vocabulary for the language), balanced out (either phase),
+    dropped from download to the writer, and kept."""
+    rows: dict[str, dict] = {}
+    columns = (state.column(name).to_pylist() for name in ("language", "status", "stage", "reason"))
+    for language, status, stage, reason in zip(*columns):
+        row = rows.setdefault(language or "-", dict.fromkeys(FUNNEL_COLUMNS, 0))
+        row["candidates"] += 1
+        if status == KEPT:
+            row["kept"] += 1
+        elif (reason or "").startswith("balanced_out"):
+            row["balanced_out"] += 1
+        elif stage in ("read", "text", "match"):
+            row["unmatched"] += 1
+        else:
+            row["fetch_filter"] += 1
+    return sorted(rows.items(), key=lambda item: (-item[1]["candidates"], item[0]))
+
+
+def language_lines(state, top: int, balance: dict = None) -> list[str]:
+    """The per-language funnel; with a worldwide run's balance.json, each language's t."""
+    by_language = (balance or {}).get("languages")
+    header = f"{'language':<10}" + "".join(f"{name:>13}" for name in FUNNEL_COLUMNS)
+    lines = ["", header + (f"{'t':>9}" if by_language else "")]
+    for language, row in language_funnel(state)[:top]:
+        line = f"{language:<10}" + "".join(f"{row[name]:>13}" for name in FUNNEL_COLUMNS)
+        if by_language:
+            t = by_language.get(language_list(language), {}).get("threshold")
+            line += f"{t if t is not None else '-':>9}"
+        lines.append(line)
+    return lines
+
+
+def language_list(language: str) -> str:
+    """The worldwide list a language ID matches against (fastText and wordfreq codes differ)."""
+    from openwit.pipeline.stages.match import LANGUAGE_ALIASES
+
+    return LANGUAGE_ALIASES.get(language, language)
+
+
+def entry_threshold(balance: dict, entry_name: str) -> float:
+    """An entry's t: its language's in a worldwide run ("de:hund"), else the run's t."""
+    by_language = balance.get("languages")
+    if not by_language:
+        return balance["threshold"]
+    language = entry_name.partition(":")[0]
+    return by_language.get(language, {}).get("threshold", balance["threshold"])
 
 
 def balancing_effect(out_dir: str) -> tuple[dict, list]:
@@ -44,21 +92,26 @@ def balancing_effect(out_dir: str) -> tuple[dict, list]:
     if balance is None:
         return {}, []
     entries = files.read_parquet(layout.entry_stats_path(out_dir)).to_pylist()
-    t = balance["threshold"]
-    balance["entries_at_cap_final"] = sum(1 for e in entries if e["kept_final"] >= t)
+    balance["entries_at_cap_final"] = sum(1 for e in entries if e["kept_final"] >= entry_threshold(balance, e["entry"]))
     balance["largest_entry_pool"] = max((e["matches_in_pool"] for e in entries), default=0)
     balance["largest_entry_final"] = max((e["kept_final"] for e in entries), default=0)
     return balance, entries
 
 
-def balancing_lines(out_dir: str) -> list[str]:
-    b, _ = balancing_effect(out_dir)
+def balancing_lines(b: dict) -> list[str]:
     if not b:
         return []
-    return ["", f"balancing: t = {b['threshold']} ({b['rule']}), tail share {b['tail_share']:.1%}",
-            f"  entries matched {b['entries_matched']}, over t in the pool {b['entries_over_threshold']}, "
-            f"at t in the shards {b['entries_at_cap_final']}",
-            f"  largest entry: {b['largest_entry_pool']} matches in the pool -> {b['largest_entry_final']} kept"]
+    lines = ["", f"balancing: t = {b['threshold']} ({b['rule']}), tail share {b['tail_share']:.1%}",
+             f"  entries matched {b['entries_matched']}, over t in the pool {b['entries_over_threshold']}, "
+             f"at t in the shards {b['entries_at_cap_final']}",
+             f"  largest entry: {b['largest_entry_pool']} matches in the pool -> {b['largest_entry_final']} kept"]
+    if b.get("languages"):
+        lines += [f"  per language (t giving each English's tail share {b['tail_share_target']:.1%}):",
+                  f"  {'list':<8}{'t':>9}{'tail share':>12}{'matches':>10}{'entries':>9}{'over t':>8}{'kept':>9}"]
+        for language, e in sorted(b["languages"].items(), key=lambda item: -item[1]["matches_in_pool"]):
+            lines.append(f"  {language:<8}{e['threshold']:>9}{e['tail_share']:>12.1%}{e['matches_in_pool']:>10}"
+                         f"{e['entries_matched']:>9}{e['entries_over_threshold']:>8}{e.get('matches_kept_final', 0):>9}")
+    return lines
 
 
 # --- trace: everything known about one candidate ----------------------------------------
@@ -113,10 +166,21 @@ def trace_text(out_dir: str, query: str) -> str:
 
 
 def load_run_vocab(out_dir: str) -> list:
-    """The run's vocabulary, to name entry ids; empty if the file is gone."""
-    from openwit.pipeline.stages.match import read_vocab
+    """The run's entry names, to name entry ids: --vocab's entries, or with --worldwide
+    "lang:entry" over English and the recorded lists (English only if those lists changed);
+    empty if the vocabulary file is gone."""
+    from openwit.pipeline.stages.match import read_vocab, vocab_sha256
+    from openwit.query_lists.worldwide import read_sections
 
     try:
-        return read_vocab(read_manifest(out_dir)["vocab"]["path"])
+        vocab = read_manifest(out_dir)["vocab"]
+        english = read_vocab(vocab["path"])
+        worldwide = vocab.get("worldwide")
+        if not worldwide:
+            return english
+        names = [f"en:{entry}" for entry in english]
+        if vocab_sha256(worldwide["path"]) == worldwide["sha256"]:
+            names += [f"{code}:{entry}" for code, entries in read_sections(worldwide["path"]) for entry in entries]
+        return names
     except (OSError, KeyError, TypeError, ValueError):
         return []

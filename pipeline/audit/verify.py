@@ -197,8 +197,20 @@ def check_manifest(out_dir: str, manifest, state, show=None) -> Iterator[str]:
         yield f"vocabulary: {vocab.get('path')} not found, its sha256 cannot be checked"
     elif match.vocab_sha256(vocab["path"]) != vocab.get("sha256"):
         yield f"vocabulary: {vocab['path']} no longer has the sha256 the run used ({vocab.get('sha256')})"
+    yield from check_worldwide_list(vocab.get("worldwide"))
     if "digests" in manifest:
         yield from check_digests(out_dir, manifest["digests"], show)
+
+
+def check_worldwide_list(worldwide) -> Iterator[str]:
+    """A --worldwide run's lists (vocab.worldwide in the manifest) still have their sha256."""
+    if not worldwide:
+        return
+    if not worldwide.get("path") or not os.path.exists(worldwide["path"]):
+        yield f"worldwide lists: {worldwide.get('path')} not found, their sha256 cannot be checked"
+    elif match.vocab_sha256(worldwide["path"]) != worldwide.get("sha256"):
+        yield (f"worldwide lists: {worldwide['path']} no longer have the sha256 the run used "
+               f"({worldwide.get('sha256')})")
 
 
 def check_digests(out_dir: str, recorded: dict, show=None) -> Iterator[str]:

@@ -67,11 +67,18 @@ def entry_counts(records, label: str, vocab_size: int):
     )
 
 
-def choose_threshold(counts, threshold, tail_fraction):
-    """-> a singleton: the fixed --threshold, or t from --tail-fraction over the pool counts."""
-    if tail_fraction is None:
-        return counts | "Threshold" >> beam.Map(lambda _: int(threshold))
-    return counts | "Threshold" >> beam.Map(balance.threshold_for_tail, tail_fraction)
+def choose_threshold(counts, threshold, tail_fraction, ranges=None):
+    """-> a singleton: the fixed --threshold, or t from --tail-fraction over the pool counts;
+    with --worldwide `ranges` (language -> id range), a balance.Thresholds: English at that t,
+    every other language at the t that gives it English's tail share."""
+    return counts | "Threshold" >> beam.Map(pool_threshold, threshold, tail_fraction, ranges)
+
+
+def pool_threshold(counts: np.ndarray, threshold, tail_fraction, ranges=None):
+    english = counts if ranges is None else counts[slice(*ranges["en"])]
+    reference = english if ranges is None or english.sum() else counts
+    t = int(threshold) if tail_fraction is None else balance.threshold_for_tail(reference, tail_fraction)
+    return t if ranges is None else balance.language_thresholds(counts, ranges, t)
 
 
 def build_balance(phase: str, slack: float, seed: int):
@@ -89,7 +96,11 @@ def balance_phase(records, phase: str, counts, threshold, slack: float, seed: in
     )
 
 
-def balance_summary(pool: np.ndarray, threshold: int, slack: float, tail_fraction) -> dict:
+def balance_summary(pool: np.ndarray, threshold, slack: float, tail_fraction) -> dict:
+    """balance.json: t and what it did; with --worldwide, English's figures at the top and one
+    entry per language under "languages"."""
+    if isinstance(threshold, balance.Thresholds):
+        return worldwide_summary(pool, threshold, slack, tail_fraction)
     return {
         "threshold": int(threshold),
         "rule": "fixed" if tail_fraction is None else "tail_fraction",
@@ -104,7 +115,37 @@ def balance_summary(pool: np.ndarray, threshold: int, slack: float, tail_fractio
     }
 
 
-def write_entry_stats(out_dir: str, entries: list, pool, pre, final, threshold: int, slack: float, tail_fraction) -> dict:
+def language_slices(thresholds, size: int):
+    """(language, [first, end) slice, t) per language of a balance.Thresholds."""
+    ends = thresholds.starts[1:] + (size,)
+    return [(language, slice(first, end), t) for language, first, end, t
+            in zip(thresholds.languages, thresholds.starts, ends, thresholds.values)]
+
+
+LANGUAGE_FIELDS = ("threshold", "tail_share", "pre_download_threshold", "matches_in_pool", "entries",
+                   "entries_matched", "entries_over_threshold")
+
+
+def worldwide_summary(pool: np.ndarray, thresholds, slack: float, tail_fraction) -> dict:
+    slices = language_slices(thresholds, pool.size)
+    languages = {}
+    for language, span, t in slices:
+        entry = balance_summary(pool[span], int(t), slack, tail_fraction)
+        languages[language] = {field: entry[field] for field in LANGUAGE_FIELDS}
+    english_end = slices[0][1].stop
+    summary = balance_summary(pool[:english_end], int(thresholds.of("en")), slack, tail_fraction)
+    summary.update({
+        "rule": summary["rule"] + "+per_language_tail_share",
+        "tail_share_target": round(balance.tail_target(pool, {"en": (0, english_end)}, int(thresholds.of("en"))), 6),
+        "matches_in_pool": int(pool.sum()), "entries": int(pool.size), "entries_matched": int((pool > 0).sum()),
+        "entries_over_threshold": sum(entry["entries_over_threshold"] for entry in languages.values()),
+        "languages": {language: entry for language, entry in languages.items()
+                      if entry["matches_in_pool"] or language == "en"},
+    })
+    return summary
+
+
+def write_entry_stats(out_dir: str, entries: list, pool, pre, final, threshold, slack: float, tail_fraction) -> dict:
     """OUT/stats/entries.parquet (one row per entry) and OUT/stats/balance.json."""
     table = pa.table({
         "entry_id": pa.array(np.arange(len(entries), dtype=np.int32)),
@@ -115,6 +156,12 @@ def write_entry_stats(out_dir: str, entries: list, pool, pre, final, threshold: 
     pq.write_table(table, out)
     write_atomically(layout.entry_stats_path(out_dir), out.getvalue())
     summary = balance_summary(np.asarray(pool), threshold, slack, tail_fraction)
-    summary["entries_kept_final"] = int((np.asarray(final) > 0).sum())
+    final = np.asarray(final)
+    summary["entries_kept_final"] = int((final > 0).sum())
+    if isinstance(threshold, balance.Thresholds):
+        for language, span, _ in language_slices(threshold, final.size):
+            if language in summary["languages"]:
+                summary["languages"][language]["entries_kept_final"] = int((final[span] > 0).sum())
+                summary["languages"][language]["matches_kept_final"] = int(final[span].sum())
     write_atomically(layout.balance_path(out_dir), json.dumps(summary, indent=1).encode())
     return summary

@@ -113,7 +113,8 @@ def sample_pool(candidates, cfg: CurateConfig, vocab_size: int, with_text: bool 
     drops.append(dropped)
     matched, dropped = url_dedup(matched)
     pool = balancing.entry_counts(matched, "Pool", vocab_size)
-    threshold = balancing.choose_threshold(pool, cfg.threshold, cfg.tail_fraction)
+    ranges = match.language_ranges(cfg.vocab, worldwide=True) if cfg.worldwide else None
+    threshold = balancing.choose_threshold(pool, cfg.threshold, cfg.tail_fraction, ranges)
     sampled, balanced_out = balancing.balance_phase(
         matched, "pre", pool, threshold, cfg.pre_download_slack, cfg.seed
     )

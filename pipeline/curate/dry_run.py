@@ -42,6 +42,8 @@ def sample_funnel(cfg: CurateConfig, records: list) -> Counter:
 def plan_lines(cfg: CurateConfig) -> list[str]:
     t, image = cfg.text, cfg.image
     threshold = f"--tail-fraction {cfg.tail_fraction}" if cfg.tail_fraction else f"t = {cfg.threshold}"
+    if cfg.worldwide:
+        threshold += " for English, each other language the t giving English's tail share"
     return [
         f"read       {len(read.expand_inputs(list(cfg.inputs)))} input file(s): {', '.join(cfg.inputs)}",
         f"text       > {t.min_caption_chars - 1} chars, > {t.min_caption_words - 1} words, junk rules "

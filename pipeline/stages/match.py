@@ -285,7 +285,16 @@ def entry_names(vocab_path: str, worldwide: bool = False) -> list[str]:
 
 def vocab_size(vocab_path: str, worldwide: bool = False) -> int:
     """Number of entry ids (the balancing counts' length)."""
-    size = len(read_vocab(vocab_path))
+    return max(end for _, end in language_ranges(vocab_path, worldwide).values())
+
+
+def language_ranges(vocab_path: str, worldwide: bool = False) -> dict[str, tuple[int, int]]:
+    """language -> [first id, end id), as WorldwideMatcher numbers them: English (--vocab)
+    first, then each worldwide list in file order. Without --worldwide: English only."""
+    end = len(read_vocab(vocab_path))
+    ranges = {"en": (0, end)}
     if worldwide:
-        size += sum(len(entries) for _, entries in read_sections(shipped_worldwide_path()))
-    return size
+        for code, entries in read_sections(shipped_worldwide_path()):
+            ranges[code] = (end, end + len(entries))
+            end += len(entries)
+    return ranges

@@ -373,12 +373,25 @@ async function balancingView(state, main, filters) {
   filters.replaceChildren(searchBox(state, "entry name", "part of an entry"),
                           el("span", {class: "muted"}, "click an entry for its kept and balanced-out candidates"));
   const bar = (n, cls) => el("span", {class: "bar " + cls, style: `width:${Math.round(160 * n / top)}px`});
-  main.replaceChildren(pager(state, ordered.length, ENTRIES_PER_PAGE), el("table", {class: "entries", id: "entries"},
+  main.replaceChildren(languageBalancing(m), pager(state, ordered.length, ENTRIES_PER_PAGE), el("table", {class: "entries", id: "entries"},
     el("tr", {}, ["entry", "matches in pool", "kept before download", "kept in shards", ""].map(t => el("th", {}, t))),
     page.map(e => el("tr", {class: "entry", "data-entry": e[0], onclick: () => go({entry: e[0], q: undefined})},
       el("td", {}, e[1]), el("td", {}, e[2]), el("td", {}, e[3]), el("td", {}, e[4]),
       el("td", {style: "text-align:left"}, bar(e[2], "pool"), el("br"), bar(e[4], "kept"))))));
   setStatus(`${ordered.length.toLocaleString()} entries with a match` + (m.entries ? "" : " (this output has no balancing stats)"));
+}
+
+// A worldwide run: each language list's t (MetaCLIP 2: the t giving it English's tail share).
+// A row shows that list's entries (their names are "lang:entry").
+function languageBalancing(m) {
+  const langs = Object.entries(m.balancing_languages || {}).sort((a, b) => b[1].matches_in_pool - a[1].matches_in_pool);
+  if (!langs.length) return el("span");
+  return el("table", {class: "entries", id: "language-balancing"},
+    el("tr", {}, ["list", "t", "tail share", "matches in pool", "entries matched", "over t", "matches kept"].map(t => el("th", {}, t))),
+    langs.map(([lang, e]) => el("tr", {class: "entry", "data-list": lang, onclick: () => go({q: lang + ":", page: 0})},
+      el("td", {}, lang), el("td", {}, e.threshold), el("td", {}, (100 * e.tail_share).toFixed(1) + "%"),
+      el("td", {}, e.matches_in_pool), el("td", {}, e.entries_matched), el("td", {}, e.entries_over_threshold),
+      el("td", {}, e.matches_kept_final ?? 0))));
 }
 
 function timelineView(state, main, filters) {
