@@ -129,3 +129,48 @@ def test_summary_report_and_explorer_show_languages(worldwide_run, tmp_path):
         assert browser.errors == []
     finally:
         browser.close()
+
+
+def multilingual_web(seed: int = 5):
+    """The demo web plus 60 German captions of fresh drawings: 40 name a circle (a German head
+    entry, with the function words), 20 one of four rarer shapes (German's tail)."""
+    import random
+
+    web = demo_web.build_web(n_images=60, seed=3)
+    rng = random.Random(seed)
+    rare = ("Stern", "Quadrat", "Dreieck", "Kreuz")
+    for i in range(60):
+        _, _, _, ctype, body = demo_web._scene_bytes(rng, 100 + i)
+        web.routes[f"/de/{i}"] = demo_web.Response(200, ctype, body)
+        shape = "Kreis" if i < 40 else rare[i % 4]
+        web.rows.append({"url": "{base}" + f"/de/{i}", "caption": f"Ein {shape} auf einem hellen Hintergrund",
+                         "page_url": None})
+    return web
+
+
+def test_per_language_balancing_in_a_run_is_deterministic(tmp_path):
+    """English at t = 2 (a tail share of 0: every English entry is capped) and German at its
+    own t; a rerun on another runner (Beam multi_processing, fetch workers 1) gives the same
+    ledger and shards byte for byte."""
+    from test_curate_e2e import output_bytes
+
+    web = multilingual_web()
+    manifests = []
+    with demo_web.serve(web.routes) as base_url:
+        candidates, vocab = write_web_inputs(str(tmp_path / "web"), web, base_url)
+        base = ["--input", candidates, "--vocab", vocab, "--threshold", "2", "--image-size", "48", "--timeout", "5",
+                "--retries", "1", "--allow-loopback", "--min-image-size", "32", "--near-dup-distance", "0",
+                "--languages", "all", "--worldwide", "--ledger-parts", "2"]
+        for i, extra in enumerate([[], ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2",
+                                        "--fetch_workers", "1"]]):
+            argv = [*base, "--output", str(tmp_path / f"out{i}"), *extra]
+            cfg, beam_args = parse_curate_args(argv)
+            manifests.append(curate(cfg, beam_args, argv))
+    assert output_bytes(str(tmp_path / "out0")) == output_bytes(str(tmp_path / "out1"))
+    languages = manifests[0]["balancing"]["languages"]
+    assert {"en", "de"} <= set(languages) and languages["de"]["entries_over_threshold"] > 0, languages
+    # a target share of 0 gives German the fewest matches any of its entries has (a rare shape)
+    assert languages["en"]["tail_share"] == 0.0 and languages["de"]["threshold"] == 5, languages["de"]
+    rows = current_state(read_ledger(str(tmp_path / "out0"))).to_pylist()
+    balanced = {r["language"] for r in rows if (r["reason"] or "").startswith("balanced_out")}
+    assert {"en", "de"} <= balanced, balanced  # each language capped, at its own t
