@@ -51,6 +51,7 @@ from openwit.pipeline import __version__
 from openwit.pipeline.common.flags import lower_comma_list, opt
 from openwit.pipeline.common.keyed import uniform
 from openwit.pipeline.common.urls import host_of
+from openwit.pipeline.download import shared_limits
 from openwit.pipeline.download.politeness import CircuitBreaker, RatePacer
 from openwit.pipeline.download.resolve import CachingLookup, Lookup, nameserver_lookup, system_lookup
 from openwit.pipeline.download.safety import BlockedAddress, SafeResolver, check_url
@@ -93,10 +94,10 @@ class DownloadConfig:
         parse=lower_comma_list)
     allow_loopback: bool = opt(False, "allow 127.0.0.0/8 and ::1 (local tests and the demo); "
                                "other private addresses stay refused")
-    # politeness per host and worker (pipeline/download/politeness.py)
+    # politeness per host, shared by one pool's fetch workers (politeness.py, shared_limits.py)
     # request starts per second per host; 0: no limit beyond per_host slots
-    host_rate: float = opt(0.0, "request starts per second per host, split among the "
-                           "fetch workers that serve the host (0: only --per-host-connections)", flag="--max-host-rate", metavar="R")
+    host_rate: float = opt(0.0, "request starts per second per host, for all the fetch workers "
+                           "together (0: only --per-host-connections)", flag="--max-host-rate", metavar="R")
     # pause a host when this share of its recent attempts failed; 0: never
     breaker_failure_ratio: float = opt(0.8, "pause a host when this share of its last 20 attempts (10 at least) "
                                        "failed transiently; its URLs end as domain_unavailable (retryable); "
@@ -258,32 +259,63 @@ class HostLimits:
     rate per host, the circuit breaker (pipeline/download/politeness.py), and the budget of
     fetched bodies. Every request of an attempt (each redirect hop) takes a slot of its own
     host. Slots are taken before a request's deadline starts: time spent waiting must not
-    count against a URL (it made reruns differ)."""
+    count against a URL (it made reruns differ).
+
+    In a fetch worker of a FetchPool (a process that joined the pool's shared table,
+    download/shared_limits.py) a host's slots and rate are also the pool's: a request holds
+    one of this process's `per_host` slots of the host, then one of the pool's, so all the
+    workers together never pass the limits, for hosts reached by redirects too. Otherwise
+    (one process) there is no file and the limits are this process's."""
 
     def __init__(self, concurrency: int, per_host: int, host_rate: float = 0.0,
-                 breaker: Optional[CircuitBreaker] = None, budget: Optional[BodyBudget] = None):
+                 breaker: Optional[CircuitBreaker] = None, budget: Optional[BodyBudget] = None,
+                 shared: bool = True):
         self.total = asyncio.Semaphore(concurrency)
         self.per_host = per_host
         self.hosts: dict[str, asyncio.Semaphore] = {}
         self.pacer = RatePacer(host_rate)
         self.breaker = breaker or CircuitBreaker(failure_ratio=0)
         self.budget = budget or BodyBudget(None)
+        self.table = shared_limits.joined() if shared else None
+        # one request per host and process polls the table at a time; the others queue here
+        self.probing: dict[str, asyncio.Lock] = {}
 
     @classmethod
     def unlimited(cls) -> "HostLimits":
-        return cls(1 << 30, 1 << 30)
+        return cls(1 << 30, 1 << 30, shared=False)
 
     @contextlib.asynccontextmanager
     async def slot(self, host: str):
         semaphore = self.hosts.setdefault(host, asyncio.Semaphore(self.per_host))
         # The host's slot first: a URL waiting on a busy host must not hold a global slot.
         async with semaphore:
-            await asyncio.sleep(self.pacer.wait(host))
-            async with self.total:
-                # Checked with the slots held, so downloads queued for a slot are held back
-                # too; nothing is read meanwhile, and decoding gives bytes back, so it ends.
-                await self.budget.admit()
-                yield
+            async with self.pool_slot(host) as where:
+                await asyncio.sleep(await self.pace(host, where))
+                async with self.total:
+                    # Checked with the slots held, so downloads queued for a slot are held back
+                    # too; nothing is read meanwhile, and decoding gives bytes back, so it ends.
+                    await self.budget.admit()
+                    yield
+
+    @contextlib.asynccontextmanager
+    async def pool_slot(self, host: str):
+        """One of the pool's slots for host (yields its bucket), or nothing in one process."""
+        if self.table is None:
+            yield None
+            return
+        where = shared_limits.host_bucket(host)
+        async with self.probing.setdefault(host, asyncio.Lock()):
+            offset = await self.table.take_slot(where, self.per_host)
+        try:
+            yield where
+        finally:
+            self.table.free_slot(offset)
+
+    async def pace(self, host: str, where: Optional[int]) -> float:
+        """Seconds this request waits for the host's rate; its start is booked."""
+        if where is None or not self.pacer.interval:
+            return self.pacer.wait(host)
+        return await self.table.book(where, self.pacer.interval)
 
 
 class BodyBudget:

@@ -1,7 +1,8 @@
 """Per-host politeness and a per-host circuit breaker, both per worker process.
 
-- `RatePacer`: at most `rate` request starts per second per host. With W workers a host
-  sees at most W x rate.
+- `RatePacer`: at most `rate` request starts per second per host, in one process. The
+  fetch workers of a FetchPool book their starts in the pool's shared table instead, by
+  the same rule (shared_limits.SharedTable.book), so all of them together keep the rate.
 - `CircuitBreaker`: a host whose recent attempts mostly failed transiently (timeouts, refused
   or reset connections, DNS failures, 5xx, 429) is paused for `cooldown` seconds. "Mostly"
   needs two things: `failure_ratio` of its last 20 attempts (at least 10) failed, and at least

@@ -6,16 +6,19 @@ worker is a process of its own that runs a whole `FetchEngine` (receipt, downloa
 resize, hash, stage, receipt). Only small records cross the pipes: the record in, the
 finished record out, with the staged image's path; image bytes never do.
 
-Politeness holds across the workers. A host's URLs go to `spread` = min(per-host
-connections, workers) of them, chosen by keyed hashes of the host and the URL, and each of
-those gets per_host // spread connection slots and host_rate / spread starts per second:
-together never more than one process would allow. Two limits of that (docs/design.md): a
-host reached only through redirects from other hosts gets each worker's share in every
-worker that follows a redirect to it, so up to workers x share connections; and the shares'
-pacers start together, so a host may see `spread` first requests at once. The circuit breaker and the DNS cache are
-per worker: a dead host is paused by each of the (at most `spread`) workers that see it, after
-its own 10 failed attempts (docs/design.md). The fetched-bytes budget is split evenly; the
-decode budget (--max-decoded-bytes) is per worker, as it is also the largest image allowed.
+Politeness holds across the workers. Each host's connection slots and request rate are the
+pool's, not a worker's: the pool creates a small file of shared per-host limits in a private
+temporary directory (removed at close), and every worker takes a host's slot, and books its
+request start, there (download/shared_limits.py). So for every host, whether URLs name it or
+only redirects reach it (a CDN behind many origin hosts), all the workers together hold at
+most --per-host-connections of its requests and start at most --max-host-rate per second, as
+one process would. A worker that dies frees its slots with it (the kernel drops its locks).
+A host's URLs still go to `spread` = min(per-host connections, workers) of the workers, by
+keyed hashes of the host and the URL: its keep-alive connections, circuit breaker and DNS
+cache stay in few places. The breaker and the DNS cache are per worker: a dead host is
+paused by each of the (at most `spread`) workers that see it, after its own 10 failed
+attempts (docs/design.md). The fetched-bytes budget is split evenly; the decode budget
+(--max-decoded-bytes) is per worker, as it is also the largest image allowed.
 
 A worker that dies (killed for memory, say) does not lose records: those it held come back
 as `internal_error` drops (transient: `--retry-failed` takes them up), and the next record
@@ -39,6 +42,7 @@ from multiprocessing.connection import Connection
 
 from openwit.pipeline.common.keyed import bucket
 from openwit.pipeline.common.urls import host_of
+from openwit.pipeline.download import shared_limits
 from openwit.pipeline.download.client import DownloadConfig
 from openwit.pipeline.download.engine import Done, FetchEngine
 from openwit.pipeline.output.files import is_remote
@@ -52,12 +56,10 @@ def spread_of(download: DownloadConfig, workers: int) -> int:
 
 
 def worker_share(download: DownloadConfig, workers: int) -> DownloadConfig:
-    """One worker's download settings: its part of each host's connection slots and rate, and
-    of the fetched-bytes budget (so the run's bodies waiting to be decoded stay within it)."""
-    spread = spread_of(download, workers)
-    return dataclasses.replace(download, per_host=max(1, download.per_host // spread),
-                               host_rate=download.host_rate / spread,
-                               body_budget=max(1, download.body_budget // workers))
+    """One worker's download settings: its part of the fetched-bytes budget (so the run's
+    bodies waiting to be decoded stay within it). Per-host slots and rate are not split:
+    the pool's shared table (shared_limits.py) holds them for all the workers together."""
+    return dataclasses.replace(download, body_budget=max(1, download.body_budget // workers))
 
 
 def worker_for(url: str, download: DownloadConfig, workers: int) -> int:
@@ -93,10 +95,11 @@ MAX_RESTARTS = 3
 
 
 def serve(inbox, outbox, download: DownloadConfig, image: ImageConfig, staging_dir: str,
-          receipt_config: DownloadConfig, image_threads: int, plugins: list[str]) -> None:
+          receipt_config: DownloadConfig, image_threads: int, plugins: list[str], limits_path: str) -> None:
     """A fetch worker's main: READY once its engine works, then (token, record) in and
     (token, finished record) out, until None or the parent is gone."""
     import_plugins(plugins)
+    shared_limits.join(limits_path)  # before the engine: its HostLimits use the pool's table
     engine = FetchEngine(download, image, staging_dir, receipt_config, image_threads)
     lock = threading.Lock()  # replies come from several engine threads
 
@@ -234,13 +237,15 @@ class FetchPool:
         self.download = download
         self.size = workers
         image_threads = max(2, 2 * cores // workers)  # decode threads per worker: 2 per core in all
+        plugins = beam_plugins(staging_dir)
+        self.workers: list[Worker] = []
+        self.limits = shared_limits.SharedFile()  # removed by close, as the workers end
         self.args = (worker_share(download, workers), image, staging_dir, download, image_threads,
-                     beam_plugins(staging_dir))
+                     plugins, self.limits.path)
         self.tokens = itertools.count()
         self.waiting: dict[int, Done] = {}
         self.restarts = [0] * workers  # in a row, reset when a record comes back
         self.lock = threading.Lock()
-        self.workers: list[Worker] = []
         try:
             for i in range(workers):
                 self.workers.append(self.start(i))
@@ -281,6 +286,7 @@ class FetchPool:
             worker.ask_to_stop()
         for worker in self.workers:
             worker.stop()
+        self.limits.remove()
 
 
 def worker_main(down_fd: int, up_fd: int) -> None:
