@@ -45,6 +45,9 @@ class CurateConfig:
                                "default: the shipped 450K list")
     worldwide: bool = opt(False, "match each caption against its language's list: --vocab for en, the shipped "
                           "worldwide list (41 languages, docs/vocabulary.md) for the others; use with --languages")
+    worldwide_lists: Optional[str] = opt(None, "with --worldwide: the per-language lists to match with instead of "
+                                         "the shipped one (a file `openwit vocab build --worldwide` wrote, e.g. "
+                                         "with --extra th=FILE)")
     output: str = opt(help_text="output directory", required=True)
     seed: int = opt(0, "seed of the balancing draw")
     # ignored when tail_fraction is set
@@ -108,6 +111,7 @@ class CurateConfig:
             (self.worldwide and tuple(self.text.languages) == ("en",),
              "--worldwide matches captions in other languages, which --languages en drops first: "
              "add --languages all (or the languages you want)"),
+            (bool(self.worldwide_lists) and not self.worldwide, "--worldwide-lists needs --worldwide"),
         )
         return next((message for broken, message in rules if broken), None)
 
@@ -117,6 +121,17 @@ class CurateConfig:
             check_eval_hashes(self.decontaminate, self.image.hash_method)
         if self.score_model and not os.path.isfile(self.score_model):
             raise ValueError(f"--score-model: no such file {self.score_model}")
+        if self.worldwide_lists and not os.path.isfile(self.worldwide_lists):
+            raise ValueError(f"--worldwide-lists: no such file {self.worldwide_lists}")
+
+    @property
+    def worldwide_path(self) -> Optional[str]:
+        """The per-language lists a --worldwide run matches with; None without --worldwide."""
+        if not self.worldwide:
+            return None
+        from openwit.query_lists.worldwide import shipped_worldwide_path
+
+        return self.worldwide_lists or shipped_worldwide_path()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

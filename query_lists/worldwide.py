@@ -21,6 +21,7 @@ attribution, and so must lists derived from it.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -104,10 +105,35 @@ def frequency_entries(path: str, opts: WorldwideOptions) -> dict:
     return {"entries": entries, "skipped": skipped, "zipf_cut": zipf_cut, "text_share": round(share, 4)}
 
 
-def read_extra(path: str) -> list[str]:
-    """A user file: one entry a line, used as written (normalise it as wordfreq would)."""
+def read_extra(path: str, language: str) -> list[str]:
+    """A user file: one entry a line, normalised as captions of `language` are before
+    matching (normalise_words), so that an entry written as people write it still matches."""
     with open(path, encoding="utf-8") as f:
-        return [" ".join(line.split()) for line in f if line.strip()]
+        entries = (normalise_words(line, language) for line in f if line.strip())
+        return [entry for entry in entries if entry]
+
+
+def normalise_words(text: str, language: str) -> str:
+    """Text as wordfreq normalised its corpora for `language` (casefold, NFC/NFKC, abjad marks,
+    Serbian to Latin, Turkish dotted i; Chinese simplified), split at wordfreq's word
+    boundaries ("l'eau" is "l" + "eau"; Han and Thai runs stay glued), joined by spaces."""
+    from wordfreq.preprocess import preprocess_text
+    from wordfreq.tokens import simple_tokenize
+
+    text = preprocess_text(text, language)
+    if language == "zh":
+        text = text.translate(_simplified_chinese())
+    return " ".join(simple_tokenize(text))
+
+
+@functools.lru_cache(maxsize=1)
+def _simplified_chinese() -> dict:
+    # wordfreq's character map; its own simplify_chinese needs jieba, which is not a dependency.
+    import msgpack
+    from wordfreq.util import data_path
+
+    with gzip.open(data_path("_chinese_mapping.msgpack.gz")) as f:
+        return msgpack.load(f, raw=False, strict_map_key=False)
 
 
 def section_bytes(language: str, entries: list[str]) -> bytes:
@@ -135,7 +161,7 @@ def build_language(language: str, opts: WorldwideOptions, extra: Optional[str] =
         record["sources"].append({"source": SOURCE, "file": os.path.basename(path), "sha256": sha256_file(path),
                                   "entries": len(entries)})
     if extra:
-        added = _dedupe(read_extra(extra), seen)
+        added = _dedupe(read_extra(extra, language), seen)
         entries += added
         record["sources"].append({"source": "user file", "file": extra, "sha256": sha256_file(extra),
                                   "entries": len(added)})
@@ -152,6 +178,8 @@ def build_worldwide(opts: WorldwideOptions) -> tuple[list[tuple[str, list[str]]]
 
     extras = dict(opts.extras)
     languages = sorted(set(opts.languages or wordfreq_languages()) | set(extras))
+    if "en" in languages:  # curate matches English with --vocab, ids 0..N-1
+        raise ValueError("the worldwide list has no 'en' section: English entries come from the English list")
     sections, records, first_id = [], {}, 0
     for language in languages:
         entries, record = build_language(language, opts, extras.get(language))
@@ -276,9 +304,13 @@ def main(args) -> int:
             checked = ", ".join(languages) if languages else f"all {manifest['languages']} languages"
             print(f"OK {checked}; list: {manifest['entries']} entries, sha256 {manifest['sha256']}")
         return 1 if problems else 0
-    extras = tuple(parse_extra(value) for value in args.extra or ())
-    opts = WorldwideOptions(args.min_zipf, args.max_entries, languages, extras)
-    sections, manifest = build_worldwide(opts)
+    try:
+        extras = tuple(parse_extra(value) for value in args.extra or ())
+        opts = WorldwideOptions(args.min_zipf, args.max_entries, languages, extras)
+        sections, manifest = build_worldwide(opts)
+    except (ValueError, OSError) as err:  # a bad --extra or --languages: the user's to fix
+        print(f"openwit vocab build --worldwide: {err}", file=sys.stderr)
+        return 2
     write_worldwide(sections, manifest, args.output)
     for language, record in manifest["per_language"].items():
         print(f"{language:<5}{record['entries']:>8} entries  Zipf >= {record.get('zipf_cut')}  "

@@ -10,7 +10,7 @@ from openwit.pipeline.demo import web as demo_web
 from openwit.pipeline.demo.run import write_web_inputs
 from openwit.pipeline.output.ledger import current_state, read_ledger
 from openwit.pipeline.stages.match import LANGUAGE_ALIASES, entry_names, read_vocab, vocab_size
-from openwit.query_lists.worldwide import read_sections, shipped_worldwide_path
+from openwit.query_lists.worldwide import normalise_words, read_sections, shipped_worldwide_path
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +174,52 @@ def test_per_language_balancing_in_a_run_is_deterministic(tmp_path):
     rows = current_state(read_ledger(str(tmp_path / "out0"))).to_pylist()
     balanced = {r["language"] for r in rows if (r["reason"] or "").startswith("balanced_out")}
     assert {"en", "de"} <= balanced, balanced  # each language capped, at its own t
+
+
+def test_curate_with_a_users_lists_adds_a_language(tmp_path, capsys):
+    """`vocab build --worldwide --extra th=FILE` makes a list with Thai (wordfreq has none);
+    `curate --worldwide --worldwide-lists` matches Thai captions with it, entries written as
+    people write them (สีดำ, which wordfreq's NFKC splits) included."""
+    import random
+
+    from openwit.query_lists.build import main as vocab_main
+
+    (tmp_path / "th.txt").write_text("แมว\nโต๊ะ\nสีดำ\n", encoding="utf-8")
+    lists = tmp_path / "lists"
+    assert vocab_main(["build", "--worldwide", "--languages", "de", "--extra", f"th={tmp_path / 'th.txt'}",
+                       "--output", str(lists)]) == 0
+    assert vocab_main(["build", "--worldwide", "--languages", "de", "--extra", f"en={tmp_path / 'th.txt'}",
+                       "--output", str(tmp_path / "refused")]) == 2
+    assert "no 'en' section" in capsys.readouterr().err
+    web = demo_web.build_web(n_images=20, seed=3)
+    rng = random.Random(1)
+    for i in range(6):
+        _, _, _, ctype, body = demo_web._scene_bytes(rng, 200 + i)
+        web.routes[f"/th/{i}"] = demo_web.Response(200, ctype, body)
+        web.rows.append({"url": "{base}" + f"/th/{i}", "caption": "แมวสีดำนั่งบนโต๊ะในห้องครัว", "page_url": None})
+    path = str(lists / "worldwide.txt.gz")
+    with demo_web.serve(web.routes) as base_url:
+        candidates, vocab = write_web_inputs(str(tmp_path / "web"), web, base_url)
+        out = str(tmp_path / "out")
+        argv = ["--input", candidates, "--vocab", vocab, "--output", out, "--threshold", "100000",
+                "--image-size", "48", "--timeout", "5", "--allow-loopback", "--min-image-size", "32",
+                "--near-dup-distance", "0", "--languages", "all", "--worldwide", "--worldwide-lists", path]
+        cfg, beam_args = parse_curate_args(argv)
+        manifest = curate(cfg, beam_args, argv)
+    from openwit.query_lists.build import list_sha256
+
+    assert manifest["vocab"]["worldwide"] == {"path": path, "sha256": list_sha256(path)}
+    names = entry_names(vocab, path)
+    thai = [r for r in current_state(read_ledger(out)).to_pylist() if "/th/" in r["url"]]
+    assert len(thai) == 6 and all(r["status"] == "kept" and r["language"] == "th" for r in thai)
+    assert all(sorted(names[i] for i in r["entry_ids"]) == sorted(["th:แมว", "th:โต๊ะ", "th:" + normalise_words("สีดำ", "th")])
+               for r in thai), [r["entry_ids"] for r in thai]
+    assert manifest["balancing"]["languages"]["th"]["matches_in_pool"] == 18
+    # the flag needs --worldwide, and the file must exist
+    base = ["--input", candidates, "--vocab", vocab, "--output", str(tmp_path / "o2"), "--languages", "all"]
+    with pytest.raises(SystemExit):
+        parse_curate_args([*base, "--worldwide-lists", path])
+    assert "--worldwide-lists needs --worldwide" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_curate_args([*base, "--worldwide", "--worldwide-lists", str(tmp_path / "none.gz")])
+    assert "--worldwide-lists: no such file" in capsys.readouterr().err

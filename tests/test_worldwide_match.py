@@ -184,14 +184,15 @@ def test_curate_flag_reaches_the_match_stage(tmp_path):
     from openwit.pipeline.stages.text import TextConfig
 
     cfg = CurateConfig(inputs=("x.jsonl",), output=str(tmp_path / "out"))
-    assert cfg.worldwide is False  # today's English matching stays the default
+    assert cfg.worldwide is False and cfg.worldwide_path is None  # English matching stays the default
     record = Record(uid="u", url="http://x/y", caption="Hund und Katze", source="f:0", language="de")
     english = read_vocab(cfg.vocab)
-    by_default = build_match(cfg.vocab, cfg.worldwide)(record)
+    by_default = build_match(cfg.vocab, cfg.worldwide_path)(record)
     assert [english[i] for i in by_default.entry_ids] == ["und"]  # the English list only
     with pytest.raises(ValueError, match="--languages"):  # it would only rename the statistics
         CurateConfig(inputs=("x.jsonl",), output=str(tmp_path / "out"), worldwide=True)
     worldwide_cfg = CurateConfig(inputs=("x.jsonl",), output=str(tmp_path / "out"), worldwide=True,
                                  text=TextConfig(languages=("all",)))
-    matched = build_match(worldwide_cfg.vocab, worldwide_cfg.worldwide)(record)
+    assert worldwide_cfg.worldwide_path == shipped_worldwide_path()  # without --worldwide-lists
+    matched = build_match(worldwide_cfg.vocab, worldwide_cfg.worldwide_path)(record)
     assert {"de:hund", "de:und", "de:katze"} == {all_names()[i] for i in matched.entry_ids}

@@ -12,6 +12,7 @@ construction.
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -43,9 +44,11 @@ def build_read():
     return counted
 
 
-def build_match(vocab_path: str, worldwide: bool = False):
-    if worldwide:
-        matcher = load_once(f"worldwide-matcher:{vocab_path}", lambda: match.WorldwideMatcher.from_vocab(vocab_path))
+def build_match(vocab_path: str, worldwide_path: Optional[str] = None):
+    """The match stage; `worldwide_path`: --worldwide's per-language lists (None: English only)."""
+    if worldwide_path:
+        matcher = load_once(f"worldwide-matcher:{vocab_path}:{worldwide_path}",
+                            lambda: match.WorldwideMatcher.from_vocab(vocab_path, worldwide_path))
     else:
         matcher = load_once(f"matcher:{vocab_path}", lambda: match.Matcher.from_vocab(vocab_path))
     return lambda r: match.match_record(r, matcher)
@@ -109,11 +112,11 @@ def sample_pool(candidates, cfg: CurateConfig, vocab_size: int, with_text: bool 
     if with_text:
         candidates, dropped = apply_stage(candidates, "text", functools.partial(build_text, cfg.text))
         drops.append(dropped)
-    matched, dropped = apply_stage(candidates, "match", functools.partial(build_match, cfg.vocab, cfg.worldwide))
+    matched, dropped = apply_stage(candidates, "match", functools.partial(build_match, cfg.vocab, cfg.worldwide_path))
     drops.append(dropped)
     matched, dropped = url_dedup(matched)
     pool = balancing.entry_counts(matched, "Pool", vocab_size)
-    ranges = match.language_ranges(cfg.vocab, worldwide=True) if cfg.worldwide else None
+    ranges = match.language_ranges(cfg.vocab, cfg.worldwide_path) if cfg.worldwide else None
     threshold = balancing.choose_threshold(pool, cfg.threshold, cfg.tail_fraction, ranges)
     sampled, balanced_out = balancing.balance_phase(
         matched, "pre", pool, threshold, cfg.pre_download_slack, cfg.seed
@@ -270,7 +273,7 @@ def write_stats(p, cfg: CurateConfig, vocab_size: int, pool: dict, kept):
         | "StatsTrigger" >> beam.Create([None])
         | "WriteEntryStats" >> beam.Map(
             lambda _, pool_counts, pre_counts, final_counts, t: balancing.write_entry_stats(
-                cfg.output, match.entry_names(cfg.vocab, cfg.worldwide), pool_counts, pre_counts, final_counts, t,
+                cfg.output, match.entry_names(cfg.vocab, cfg.worldwide_path), pool_counts, pre_counts, final_counts, t,
                 cfg.pre_download_slack, cfg.tail_fraction),
             *(pvalue.AsSingleton(c) for c in (pool["pool"], pre, final, pool["threshold"])),
         )
@@ -318,7 +321,7 @@ def write_ledger(terminal, cfg: CurateConfig, ledger_dir: str):
 
 
 def run_pipeline(cfg: CurateConfig, beam_args: list[str]):
-    vocab_size = match.vocab_size(cfg.vocab, cfg.worldwide)
+    vocab_size = match.vocab_size(cfg.vocab, cfg.worldwide_path)
     p = beam.Pipeline(options=PipelineOptions(beam_args))
     build_pipeline(p, cfg, vocab_size)
     result = p.run()

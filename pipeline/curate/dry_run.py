@@ -23,7 +23,7 @@ def sample_funnel(cfg: CurateConfig, records: list) -> Counter:
     """Outcome of each sampled candidate through the offline stages: a drop reason or 'to download'."""
     from openwit.pipeline.beam.graph import build_match, build_text  # the pipeline's own stage functions
 
-    text_rules, matcher = build_text(cfg.text), build_match(cfg.vocab, cfg.worldwide)
+    text_rules, matcher = build_text(cfg.text), build_match(cfg.vocab, cfg.worldwide_path)
     outcomes, urls = Counter(), set()
     for record in records:
         if record.status == ACTIVE:

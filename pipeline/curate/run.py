@@ -65,13 +65,9 @@ def describe_eval_hashes(cfg: CurateConfig):
 
 
 def describe_worldwide(cfg: CurateConfig):
-    """The shipped per-language lists of --worldwide (path and sha256), or None."""
-    if not cfg.worldwide:
-        return None
-    from openwit.query_lists.worldwide import shipped_worldwide_path
-
-    path = shipped_worldwide_path()
-    return {"path": path, "sha256": match.vocab_sha256(path)}
+    """The per-language lists of --worldwide (path and sha256), or None."""
+    path = cfg.worldwide_path
+    return {"path": path, "sha256": match.vocab_sha256(path)} if path else None
 
 
 def describe_score_model(cfg: CurateConfig):
@@ -85,6 +81,7 @@ def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str, eval_hash
     config = cfg.to_dict()
     config.pop("overwrite")
     config.pop("output")
+    config.pop("worldwide_lists")  # its content is hashed with the vocabulary's (describe_worldwide)
     blob = json.dumps({"config": config, "inputs": inputs, "vocab": vocab_sha, "eval_hashes": eval_hashes,
                        "score_model": score_model}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -93,7 +90,7 @@ def fingerprint(cfg: CurateConfig, inputs: list[dict], vocab_sha: str, eval_hash
 def files_read(cfg: CurateConfig) -> list[str]:
     """Every file the command reads: OUT must neither be one nor hold one."""
     inputs = [path for path, _ in expanded_inputs(cfg.inputs)]
-    return inputs + [path for path in (cfg.vocab, cfg.decontaminate, cfg.score_model) if path]
+    return inputs + [path for path in (cfg.vocab, cfg.worldwide_lists, cfg.decontaminate, cfg.score_model) if path]
 
 
 def expanded_inputs(patterns) -> list[tuple[str, str]]:

@@ -17,13 +17,12 @@ import os
 import pickle
 import re
 import threading
-from functools import lru_cache
 from typing import Optional
 
 import ahocorasick
 
 from openwit.query_lists.build import list_sha256 as vocab_sha256  # one definition for every list
-from openwit.query_lists.worldwide import read_sections, shipped_worldwide_path
+from openwit.query_lists.worldwide import normalise_words, read_sections, shipped_worldwide_path
 from openwit.schemas.record import Record, drop
 
 _WRAPPED_PUNCTUATION = (",", ".", ";", ":", "?", "!", "`")
@@ -148,29 +147,10 @@ def automaton_key(entry: str) -> str:
     return f" {entry}" if _HANGUL.search(entry) else f" {entry} "
 
 
-@lru_cache(maxsize=1)
-def _simplified_chinese() -> dict:
-    # wordfreq's character map; its own simplify_chinese needs jieba, which is not a dependency.
-    import msgpack
-    from wordfreq.util import data_path
-
-    with gzip.open(data_path("_chinese_mapping.msgpack.gz")) as f:
-        return msgpack.load(f, raw=False, strict_map_key=False)
-
-
 def worldwide_caption(caption: str, language: str) -> str:
-    """The caption normalised as wordfreq normalised the list's words (casefold, NFC/NFKC,
-    abjad marks, Serbian to Latin, Turkish dotted i; Chinese simplified), then MetaCLIP's
-    spacing. `language` is the list's code (wordfreq's)."""
-    from wordfreq.preprocess import preprocess_text
-    from wordfreq.tokens import simple_tokenize
-
-    text = preprocess_text(caption, language)
-    if language == "zh":
-        text = text.translate(_simplified_chinese())
-    # wordfreq's own word boundaries, on which its lists were counted: "l'eau" is "l" + "eau"
-    # (an elided article before a vowel), "won't" stays whole. Han and Thai runs stay glued.
-    return spaced_caption(" ".join(simple_tokenize(text)))
+    """The caption normalised as wordfreq normalised the list's words (query_lists.worldwide
+    .normalise_words), then MetaCLIP's spacing. `language` is the list's code (wordfreq's)."""
+    return spaced_caption(normalise_words(caption, language))
 
 
 def language_automaton(entries: list[str], first_id: int) -> ahocorasick.Automaton:
@@ -264,6 +244,7 @@ def read_worldwide(path: str, first_id: int) -> dict[str, tuple[int, bytes]]:
             starts.append((found.group(1), found.start()))
     for (code, start), (_, end) in zip(starts, starts[1:] + [(None, len(data))]):
         language = code.decode("utf-8")
+        check_not_english(language, path)
         if language in sections:
             raise ValueError(f"{path}: the lines of {language!r} are not contiguous")
         block = data[start:end]
@@ -272,29 +253,44 @@ def read_worldwide(path: str, first_id: int) -> dict[str, tuple[int, bytes]]:
     return sections
 
 
-def entry_names(vocab_path: str, worldwide: bool = False) -> list[str]:
-    """Entry id -> name: the entries themselves, or with --worldwide "lang:entry" for every list."""
+def check_not_english(language: str, path: str) -> None:
+    if language == "en":
+        raise ValueError(f"{path}: an 'en' section; English entries come from --vocab (ids 0..N-1)")
+
+
+def worldwide_file(worldwide) -> Optional[str]:
+    """The per-language lists meant by `worldwide`: a path, True for the shipped list, or
+    None for False / None / "" (English only)."""
+    if isinstance(worldwide, str):
+        return worldwide or None
+    return shipped_worldwide_path() if worldwide else None
+
+
+def entry_names(vocab_path: str, worldwide=False) -> list[str]:
+    """Entry id -> name: the entries themselves, or with --worldwide "lang:entry" for every list
+    (`worldwide`: the lists' path, or True for the shipped lists)."""
     english = read_vocab(vocab_path)
-    if not worldwide:
+    if not worldwide_file(worldwide):
         return english
     names = [f"en:{entry}" for entry in english]
-    for code, entries in read_sections(shipped_worldwide_path()):
+    for code, entries in read_sections(worldwide_file(worldwide)):
         names += [f"{code}:{entry}" for entry in entries]
     return names
 
 
-def vocab_size(vocab_path: str, worldwide: bool = False) -> int:
+def vocab_size(vocab_path: str, worldwide=False) -> int:
     """Number of entry ids (the balancing counts' length)."""
     return max(end for _, end in language_ranges(vocab_path, worldwide).values())
 
 
-def language_ranges(vocab_path: str, worldwide: bool = False) -> dict[str, tuple[int, int]]:
+def language_ranges(vocab_path: str, worldwide=False) -> dict[str, tuple[int, int]]:
     """language -> [first id, end id), as WorldwideMatcher numbers them: English (--vocab)
     first, then each worldwide list in file order. Without --worldwide: English only."""
     end = len(read_vocab(vocab_path))
     ranges = {"en": (0, end)}
-    if worldwide:
-        for code, entries in read_sections(shipped_worldwide_path()):
+    if worldwide_file(worldwide):
+        for code, entries in read_sections(worldwide_file(worldwide)):
+            check_not_english(code, worldwide_file(worldwide))
             ranges[code] = (end, end + len(entries))
             end += len(entries)
     return ranges
