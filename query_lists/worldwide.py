@@ -25,6 +25,7 @@ import functools
 import gzip
 import hashlib
 import os
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Optional
@@ -105,12 +106,21 @@ def frequency_entries(path: str, opts: WorldwideOptions) -> dict:
     return {"entries": entries, "skipped": skipped, "zipf_cut": zipf_cut, "text_share": round(share, 4)}
 
 
-def read_extra(path: str, language: str) -> list[str]:
+def read_extra(path: str, language: str) -> tuple[list[str], list[list[str]]]:
     """A user file: one entry a line, normalised as captions of `language` are before
-    matching (normalise_words), so that an entry written as people write it still matches."""
+    matching (normalise_words), so that an entry written as people write it still matches.
+    -> (entries, [written, normalised] for each line that normalising changed beyond case and
+    spacing: "C++" becomes "c", which the manifest shows rather than hides)."""
+    entries, changed = [], []
     with open(path, encoding="utf-8") as f:
-        entries = (normalise_words(line, language) for line in f if line.strip())
-        return [entry for entry in entries if entry]
+        for line in f:
+            written = " ".join(line.split())
+            entry = normalise_words(written, language)
+            if entry != written.casefold():
+                changed.append([written, entry])
+            if entry:
+                entries.append(entry)
+    return entries, changed
 
 
 def normalise_words(text: str, language: str) -> str:
@@ -161,10 +171,12 @@ def build_language(language: str, opts: WorldwideOptions, extra: Optional[str] =
         record["sources"].append({"source": SOURCE, "file": os.path.basename(path), "sha256": sha256_file(path),
                                   "entries": len(entries)})
     if extra:
-        added = _dedupe(read_extra(extra, language), seen)
+        found, changed = read_extra(extra, language)
+        added = _dedupe(found, seen)
         entries += added
         record["sources"].append({"source": "user file", "file": extra, "sha256": sha256_file(extra),
-                                  "entries": len(added)})
+                                  "entries": len(added), "changed_by_normalising": len(changed),
+                                  "changed_examples": changed[:20]})
     if not entries:
         raise ValueError(f"no entries for language {language!r}: not a wordfreq language and no --extra file")
     record.update(entries=len(entries), lowest_ranked=entries[-20:],
@@ -229,7 +241,8 @@ def read_sections(path: str) -> list[tuple[str, list[str]]]:
     """[(language, entries)] in file order; a language's lines must be contiguous."""
     opener = gzip.open if path.endswith(".gz") else open
     sections: list[tuple[str, list[str]]] = []
-    with opener(path, "rt", encoding="utf-8") as f:
+    # newline="": a "\r" stays in the line and fails the check below, as the matcher would
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
         for line_number, line in enumerate(f, 1):
             language, tab, entry = line.rstrip("\n").partition("\t")
             if not tab or not language or not entry.strip() or entry != entry.strip():
@@ -287,6 +300,9 @@ def parse_extra(value: str) -> tuple[str, str]:
     language, sep, path = value.partition("=")
     if not sep or not language or not path:
         raise ValueError(f"--extra takes LANG=FILE, got {value!r}")
+    if not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]{2,8})*", language):
+        raise ValueError(f"--extra {value!r}: LANG is a lower-case language code as fastText labels "
+                         f"captions (th, sw, pt-br), not {language!r}")
     return language, path
 
 

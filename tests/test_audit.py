@@ -63,7 +63,7 @@ def rewrite_tar(path, change):
 def test_summary_has_funnel_reasons_languages_and_balancing(curated):
     text = summary_text(curated)
     assert "candidates" in text and "language_not_allowed" in text
-    # per language: candidates, unmatched, balanced out, fetch/filter drops, kept (they add up)
+    # per language: candidates, dropped before balancing, balanced out, dropped after, kept (they add up)
     en = re.search(r"^en\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", text, re.M)
     assert en and int(en[1]) == sum(int(en[k]) for k in range(2, 6)) and int(en[5]) > 0
     assert "balancing: t = 40 (fixed)" in text and "largest entry:" in text

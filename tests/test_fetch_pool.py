@@ -101,8 +101,11 @@ def run_all(pool, urls, timeout=120):
 def test_a_hosts_urls_go_to_spread_workers_which_share_its_limits(per_host, workers):
     config = DownloadConfig(per_host=per_host, host_rate=3.0)
     share = worker_share(config, workers)
-    # not split: the pool's shared table holds the host's slots and rate for all its workers
-    assert (share.per_host, share.host_rate) == (per_host, 3.0)
+    # the pool's shared table holds the host's slots and rate for all its workers; each of the
+    # host's spread workers may hold at most its rounded-up part, so none can take them all
+    spread = spread_of(config, workers)
+    assert (share.per_host, share.host_rate) == (-(-per_host // spread), 3.0)
+    assert share.per_host * spread >= per_host and (share.per_host - 1) * spread < per_host
     assert share.body_budget == config.body_budget // workers
     urls = [f"http://site.test/{i}.jpg" for i in range(400)]
     assert len({worker_for(url, config, workers) for url in urls}) == spread_of(config, workers)

@@ -1,4 +1,5 @@
 """End-to-end: `openwit curate --worldwide --languages all` on the demo web (FnApiRunner, 127.0.0.1)."""
+import json
 import os
 
 import pyarrow.parquet as pq
@@ -87,6 +88,14 @@ def test_verify_checks_the_worldwide_lists_and_trace_names_their_entries(worldwi
                if r["entry_ids"] and r["language"] != "en")
     text = trace_text(out, row["uid"])
     assert all(f"{i} {names[i]!r}" in text for i in row["entry_ids"])
+    # the lists gone: English entries are still named, worldwide ids are not
+    from openwit.pipeline.audit.summary import load_run_vocab
+
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "manifest.json").write_text(json.dumps({"vocab": {**manifest["vocab"], "worldwide": {
+        "path": str(tmp_path / "gone.txt.gz"), "sha256": recorded["sha256"]}}}))
+    assert load_run_vocab(str(moved)) == [f"en:{entry}" for entry in read_vocab(vocab)]
 
 
 def test_summary_report_and_explorer_show_languages(worldwide_run, tmp_path):
@@ -102,7 +111,10 @@ def test_summary_report_and_explorer_show_languages(worldwide_run, tmp_path):
     for language, row in funnel.items():
         mine = [r for r in rows if (r["language"] or "-") == language]
         assert row["kept"] == sum(r["status"] == "kept" for r in mine)
-        assert row["unmatched"] == sum(r["stage"] in ("read", "text", "match") and r["status"] != "kept" for r in mine)
+        dropped = [r for r in mine if r["status"] == "dropped"]
+        assert row["before_balance"] == sum(r["stage"] in ("read", "text", "match", "url_dedup") for r in dropped)
+        assert row["balanced_out"] == sum(r["reason"].startswith("balanced_out") for r in dropped)
+        assert sum(row[name] for name in ("before_balance", "balanced_out", "after_balance", "kept")) == len(mine)
     text = summary_text(out)
     assert "per language (t giving each English's tail share 100.0%)" in text
     other = next(language for language in balancing["languages"] if language != "en")

@@ -196,3 +196,11 @@ def test_curate_flag_reaches_the_match_stage(tmp_path):
     assert worldwide_cfg.worldwide_path == shipped_worldwide_path()  # without --worldwide-lists
     matched = build_match(worldwide_cfg.vocab, worldwide_cfg.worldwide_path)(record)
     assert {"de:hund", "de:und", "de:katze"} == {all_names()[i] for i in matched.entry_ids}
+
+
+def test_a_users_list_under_an_aliased_label_is_used():
+    """fastText's "hr" maps to wordfreq's "sh", but a user's own "hr" list comes first."""
+    both = WorldwideMatcher(None, 10, {"hr": (10, b"hr\tpas\n"), "sh": (11, b"sh\tpas\n")})
+    assert both.list_language("hr") == "hr" and both.list_language("sr") == "sh"
+    only_sh = WorldwideMatcher(None, 10, {"sh": (10, b"sh\tpas\n")})
+    assert only_sh.list_language("hr") == "sh"

@@ -87,3 +87,22 @@ def test_verify_reports_a_changed_list_and_a_changed_extra_file(tmp_path):
 def test_extra_needs_lang_equals_file():
     with pytest.raises(ValueError, match="LANG=FILE"):
         worldwide.parse_extra("th.txt")
+
+
+def test_extra_codes_are_language_labels_and_normalising_is_reported(tmp_path):
+    for bad in ("TH=x.txt", "t\th=x.txt", "thai language=x.txt"):
+        with pytest.raises(ValueError, match="lower-case language code"):
+            worldwide.parse_extra(bad)
+    assert worldwide.parse_extra("pt-br=x.txt") == ("pt-br", "x.txt")
+    path = tmp_path / "extra.txt"
+    path.write_text("C++\nRock,  Paper\nHund\n\n", encoding="utf-8")
+    entries, changed = worldwide.read_extra(str(path), "de")
+    assert entries == ["c", "rock paper", "hund"]
+    assert changed == [["C++", "c"], ["Rock, Paper", "rock paper"]]  # case and spacing alone are no change
+
+
+def test_a_list_with_windows_line_ends_is_refused_when_read(tmp_path):
+    path = tmp_path / "lists.txt"
+    path.write_bytes(b"th\tabc\r\nth\tdef\r\n")
+    with pytest.raises(ValueError, match="no outer spaces"):
+        worldwide.read_sections(str(path))

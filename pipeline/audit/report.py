@@ -142,7 +142,7 @@ def language_table(state, balance: dict, top: int = 30) -> str:
     for language, row in language_funnel(state)[:top]:
         cells = [esc(language)] + [f"{row[name]:,}" for name in FUNNEL_COLUMNS]
         if by_language:
-            entry = by_language.get(language_list(language))
+            entry = by_language.get(language_list(language, by_language))
             cells += [f"{entry['threshold']:,}", f"{entry['tail_share']:.1%}"] if entry else ["-", "-"]
         rows.append(f'<tr data-language="{esc(language)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f'<table id="language-table"><tr>{head}</tr>{"".join(rows)}</table>'

@@ -32,13 +32,15 @@ def language_counts(state) -> list[tuple[str, int, int]]:
     return sorted(((lang, n, k) for lang, (n, k) in counts.items()), key=lambda t: (-t[1], t[0]))
 
 
-FUNNEL_COLUMNS = ("candidates", "unmatched", "balanced_out", "fetch_filter", "kept")
+FUNNEL_COLUMNS = ("candidates", "before_balance", "balanced_out", "after_balance", "kept")
+BEFORE_BALANCE = ("read", "text", "match", "url_dedup")
 
 
 def language_funnel(state) -> list[tuple[str, dict]]:
-    """Per language ID, most candidates first: candidates, dropped before or at matching
-    (text rules, no entry, no vocabulary for the language), balanced out (either phase),
-    dropped from download to the writer, and kept."""
+    """Per language ID, most candidates first: candidates, dropped before balancing (read,
+    text rules, no entry or no list for the language, duplicate URL), balanced out (either
+    phase), dropped after it (download to the writer), and kept. A record still in flight (an
+    interrupted run) counts as a candidate only."""
     rows: dict[str, dict] = {}
     columns = (state.column(name).to_pylist() for name in ("language", "status", "stage", "reason"))
     for language, status, stage, reason in zip(*columns):
@@ -46,34 +48,37 @@ def language_funnel(state) -> list[tuple[str, dict]]:
         row["candidates"] += 1
         if status == KEPT:
             row["kept"] += 1
+        elif status != DROPPED:
+            continue
         elif (reason or "").startswith("balanced_out"):
             row["balanced_out"] += 1
-        elif stage in ("read", "text", "match"):
-            row["unmatched"] += 1
+        elif stage in BEFORE_BALANCE:
+            row["before_balance"] += 1
         else:
-            row["fetch_filter"] += 1
+            row["after_balance"] += 1
     return sorted(rows.items(), key=lambda item: (-item[1]["candidates"], item[0]))
 
 
 def language_lines(state, top: int, balance: dict = None) -> list[str]:
     """The per-language funnel; with a worldwide run's balance.json, each language's t."""
     by_language = (balance or {}).get("languages")
-    header = f"{'language':<10}" + "".join(f"{name:>13}" for name in FUNNEL_COLUMNS)
+    header = f"{'language':<10}" + "".join(f"{name:>15}" for name in FUNNEL_COLUMNS)
     lines = ["", header + (f"{'t':>9}" if by_language else "")]
     for language, row in language_funnel(state)[:top]:
-        line = f"{language:<10}" + "".join(f"{row[name]:>13}" for name in FUNNEL_COLUMNS)
+        line = f"{language:<10}" + "".join(f"{row[name]:>15}" for name in FUNNEL_COLUMNS)
         if by_language:
-            t = by_language.get(language_list(language), {}).get("threshold")
+            t = by_language.get(language_list(language, by_language), {}).get("threshold")
             line += f"{t if t is not None else '-':>9}"
         lines.append(line)
     return lines
 
 
-def language_list(language: str) -> str:
-    """The worldwide list a language ID matches against (fastText and wordfreq codes differ)."""
+def language_list(language: str, lists=()) -> str:
+    """The worldwide list a language ID matches against: its own name when the run had such a
+    list, else fastText's label mapped to wordfreq's code (match.LANGUAGE_ALIASES)."""
     from openwit.pipeline.stages.match import LANGUAGE_ALIASES
 
-    return LANGUAGE_ALIASES.get(language, language)
+    return language if language in lists else LANGUAGE_ALIASES.get(language, language)
 
 
 def entry_threshold(balance: dict, entry_name: str) -> float:
@@ -168,7 +173,7 @@ def trace_text(out_dir: str, query: str) -> str:
 def load_run_vocab(out_dir: str) -> list:
     """The run's entry names, to name entry ids: --vocab's entries, or with --worldwide
     "lang:entry" over English and the recorded lists (English only if those lists changed);
-    empty if the vocabulary file is gone."""
+    empty if the --vocab file is gone or unreadable."""
     from openwit.pipeline.stages.match import read_vocab, vocab_sha256
     from openwit.query_lists.worldwide import read_sections
 
@@ -178,9 +183,12 @@ def load_run_vocab(out_dir: str) -> list:
         worldwide = vocab.get("worldwide")
         if not worldwide:
             return english
-        names = [f"en:{entry}" for entry in english]
-        if vocab_sha256(worldwide["path"]) == worldwide["sha256"]:
-            names += [f"{code}:{entry}" for code, entries in read_sections(worldwide["path"]) for entry in entries]
-        return names
     except (OSError, KeyError, TypeError, ValueError):
         return []
+    names = [f"en:{entry}" for entry in english]
+    try:  # a changed or missing list: its ids stay unnamed, English's are still named
+        if vocab_sha256(worldwide["path"]) == worldwide.get("sha256"):
+            names += [f"{code}:{entry}" for code, entries in read_sections(worldwide["path"]) for entry in entries]
+    except (OSError, KeyError, TypeError, ValueError, EOFError):
+        pass
+    return names

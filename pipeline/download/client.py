@@ -305,7 +305,7 @@ class HostLimits:
             return
         where = shared_limits.host_bucket(host)
         async with self.probing.setdefault(host, asyncio.Lock()):
-            offset = await self.table.take_slot(where, self.per_host)
+            offset = await self.table.take_slot(where, self.table.slots or self.per_host)
         try:
             yield where
         finally:

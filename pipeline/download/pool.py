@@ -57,9 +57,14 @@ def spread_of(download: DownloadConfig, workers: int) -> int:
 
 def worker_share(download: DownloadConfig, workers: int) -> DownloadConfig:
     """One worker's download settings: its part of the fetched-bytes budget (so the run's
-    bodies waiting to be decoded stay within it). Per-host slots and rate are not split:
-    the pool's shared table (shared_limits.py) holds them for all the workers together."""
-    return dataclasses.replace(download, body_budget=max(1, download.body_budget // workers))
+    bodies waiting to be decoded stay within it), and at most ceil(per_host / spread) of a
+    host's slots. The pool's shared table (shared_limits.py) holds the run's per_host slots
+    and rate for all the workers together; the local cap keeps one worker from taking all of
+    a host's slots (the table is polled, not served in order: measured, one worker then did
+    all of a one-host bench's downloads, and 2 cores ran at 1.03x one)."""
+    spread = spread_of(download, workers)
+    return dataclasses.replace(download, per_host=-(-download.per_host // spread),
+                               body_budget=max(1, download.body_budget // workers))
 
 
 def worker_for(url: str, download: DownloadConfig, workers: int) -> int:
@@ -99,7 +104,8 @@ def serve(inbox, outbox, download: DownloadConfig, image: ImageConfig, staging_d
     """A fetch worker's main: READY once its engine works, then (token, record) in and
     (token, finished record) out, until None or the parent is gone."""
     import_plugins(plugins)
-    shared_limits.join(limits_path)  # before the engine: its HostLimits use the pool's table
+    # before the engine: its HostLimits use the pool's table, which holds the run's per-host slots
+    shared_limits.join(limits_path, receipt_config.per_host)
     engine = FetchEngine(download, image, staging_dir, receipt_config, image_threads)
     lock = threading.Lock()  # replies come from several engine threads
 

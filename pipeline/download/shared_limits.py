@@ -87,8 +87,9 @@ class SharedFile:
 class SharedTable:
     """One process's view of the file: the slot bytes it holds and the rate records."""
 
-    def __init__(self, path: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, path: str, clock: Callable[[], float] = time.monotonic, slots: Optional[int] = None):
         self.path = path
+        self.slots = slots  # the pool's --per-host-connections (None: each caller's own per_host)
         self.fd = os.open(path, os.O_RDWR)
         self.held: dict[int, int] = {}  # offset of a slot byte this process holds -> its bucket
         self.sleepers: dict[int, set[asyncio.Future]] = {}  # bucket -> pollers waiting for it
@@ -179,14 +180,16 @@ class SharedTable:
 _joined: Optional[SharedTable] = None
 
 
-def join(path: str) -> SharedTable:
+def join(path: str, slots: Optional[int] = None) -> SharedTable:
     """Makes this process a member of the pool whose file is `path`: every HostLimits made
-    from now on in this process uses the shared table (fetch workers call it first thing)."""
+    from now on in this process uses the shared table (fetch workers call it first thing).
+    `slots`: the pool's --per-host-connections, which the table holds for all workers."""
     global _joined
     if _joined is None or _joined.path != path:
         if _joined is not None:
             _joined.close()
-        _joined = SharedTable(path)
+        _joined = SharedTable(path, slots=slots)
+    _joined.slots = slots
     return _joined
 
 

@@ -190,6 +190,8 @@ class WorldwideMatcher:
         """The list a caption of `language` (a fastText label) is matched with; None: no list."""
         if language == "en":
             return "en"
+        if language in self.sections:  # a list under the label itself (a user's "hr" list, say)
+            return language
         code = LANGUAGE_ALIASES.get(language, language)
         return code if code in self.sections else None
 

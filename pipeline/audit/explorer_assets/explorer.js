@@ -367,10 +367,13 @@ async function balancingView(state, main, filters) {
     return gridView(state, main, filters);
   }
   const needle = (state.q || "").toLowerCase();
-  const ordered = table.filter(e => e[1].toLowerCase().includes(needle)).sort((a, b) => b[2] - a[2] || a[0] - b[0]);
+  const prefix = state.list ? state.list + ":" : "";  // a worldwide list's entries are "lang:entry"
+  const ordered = table.filter(e => e[1].startsWith(prefix) && e[1].toLowerCase().includes(needle))
+                       .sort((a, b) => b[2] - a[2] || a[0] - b[0]);
   const top = ordered.length ? ordered[0][2] : 1;
   const page = ordered.slice(state.page * ENTRIES_PER_PAGE, (state.page + 1) * ENTRIES_PER_PAGE);
   filters.replaceChildren(searchBox(state, "entry name", "part of an entry"),
+                          state.list ? el("button", {onclick: () => go({list: undefined})}, `all lists (now: ${state.list})`) : el("span"),
                           el("span", {class: "muted"}, "click an entry for its kept and balanced-out candidates"));
   const bar = (n, cls) => el("span", {class: "bar " + cls, style: `width:${Math.round(160 * n / top)}px`});
   main.replaceChildren(languageBalancing(m), pager(state, ordered.length, ENTRIES_PER_PAGE), el("table", {class: "entries", id: "entries"},
@@ -388,7 +391,7 @@ function languageBalancing(m) {
   if (!langs.length) return el("span");
   return el("table", {class: "entries", id: "language-balancing"},
     el("tr", {}, ["list", "t", "tail share", "matches in pool", "entries matched", "over t", "matches kept"].map(t => el("th", {}, t))),
-    langs.map(([lang, e]) => el("tr", {class: "entry", "data-list": lang, onclick: () => go({q: lang + ":", page: 0})},
+    langs.map(([lang, e]) => el("tr", {class: "entry", "data-list": lang, onclick: () => go({list: lang, q: undefined})},
       el("td", {}, lang), el("td", {}, e.threshold), el("td", {}, (100 * e.tail_share).toFixed(1) + "%"),
       el("td", {}, e.matches_in_pool), el("td", {}, e.entries_matched), el("td", {}, e.entries_over_threshold),
       el("td", {}, e.matches_kept_final ?? 0))));
