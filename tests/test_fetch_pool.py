@@ -111,31 +111,29 @@ def test_a_hosts_urls_go_to_spread_workers_which_share_its_limits(per_host, work
     assert len({worker_for(url, config, workers) for url in urls}) == spread_of(config, workers)
 
 
-def test_per_host_connections_hold_across_fetch_worker_processes(tmp_path):
-    web = CountingWeb(delay=0.3)
-    config = DownloadConfig(allow_loopback=True, retries=0, per_host=2, timeout=10)
-    pool = FetchPool(config, IMAGES, str(tmp_path), workers=4, cores=2)
+def fetch_one_host(tmp_path, per_host: int, workers: int, urls: int, delay: float):
+    """(records, the most requests the host saw at once): `urls` URLs of one slow host."""
+    web = CountingWeb(delay=delay)
+    config = DownloadConfig(allow_loopback=True, retries=0, per_host=per_host, timeout=10)
+    pool = FetchPool(config, IMAGES, str(tmp_path), workers=workers, cores=2)
     try:
-        records = run_all(pool, [f"{web.base}/{i}" for i in range(16)])
+        records = run_all(pool, [f"{web.base}/{i}" for i in range(urls)])
     finally:
         pool.close()
         web.close()
-    assert sorted(r.status for r in records) == ["active"] * 16, [(r.reason, r.detail) for r in records]
+    assert sorted(r.status for r in records) == ["active"] * urls, [(r.reason, r.detail) for r in records]
+    return records, web.most
+
+
+def test_per_host_connections_hold_across_fetch_worker_processes(tmp_path):
+    records, most = fetch_one_host(tmp_path, per_host=2, workers=4, urls=16, delay=0.3)
     assert all(os.path.exists(r.image_path) for r in records)  # staged by the workers themselves
-    assert 1 <= web.most <= 2  # 4 processes, 2 of them for this host, sharing its 2 slots
+    assert 1 <= most <= 2  # 4 processes, 2 of them for this host, sharing its 2 slots
 
 
 def test_per_host_connections_not_a_multiple_of_the_spread_are_all_used(tmp_path):
-    web = CountingWeb(delay=0.4)
-    config = DownloadConfig(allow_loopback=True, retries=0, per_host=3, timeout=10)
-    pool = FetchPool(config, IMAGES, str(tmp_path), workers=2, cores=2)
-    try:
-        records = run_all(pool, [f"{web.base}/{i}" for i in range(18)])
-    finally:
-        pool.close()
-        web.close()
-    assert sorted(r.status for r in records) == ["active"] * 18
-    assert web.most == 3  # split per worker, 3 // 2 slots each left one unused
+    _, most = fetch_one_host(tmp_path, per_host=3, workers=2, urls=18, delay=0.4)
+    assert most == 3  # split per worker, 3 // 2 slots each left one unused
 
 
 ORIGINS = [f"origin{i}.test" for i in range(8)]
