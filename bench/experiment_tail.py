@@ -400,7 +400,9 @@ def settings_from_args(argv=None) -> tuple[Settings, str]:
     return st, a.json
 
 
-def main(argv=None) -> dict:
+def run_and_report(argv, settings_from_args, run, report_lines) -> dict:
+    """An experiment's main: its settings, the run, the table printed and written to
+    OUT/results.md, and the whole report to OUT/results.json (and --json)."""
     st, json_path = settings_from_args(argv)
     report = run(st)
     text = "\n".join(report_lines(report))
@@ -412,6 +414,10 @@ def main(argv=None) -> dict:
         with open(path, "w") as f:
             json.dump(report, f, indent=1)
     return report
+
+
+def main(argv=None) -> dict:
+    return run_and_report(argv, settings_from_args, run, report_lines)
 
 
 if __name__ == "__main__":

@@ -537,17 +537,7 @@ def settings_from_args(argv=None) -> tuple[Settings, str]:
 
 
 def main(argv=None) -> dict:
-    st, json_path = settings_from_args(argv)
-    report = run(st)
-    text = "\n".join(report_lines(report))
-    print(text)
-    print(f"\n{report['seconds']['total']:.0f} s in all ({report['seconds']['world_and_curation']:.0f} s world and curation)")
-    with open(os.path.join(st.out, "results.md"), "w") as f:
-        f.write(text + "\n")
-    for path in filter(None, (os.path.join(st.out, "results.json"), json_path)):
-        with open(path, "w") as f:
-            json.dump(report, f, indent=1)
-    return report
+    return tail.run_and_report(argv, settings_from_args, run, report_lines)
 
 
 if __name__ == "__main__":
