@@ -132,6 +132,13 @@ def test_summary_report_and_explorer_show_languages(worldwide_run, tmp_path):
     browser = Browser(tmp_path / "profile")
     try:
         browser.open("file://" + os.path.join(site, "index.html") + "#view=balancing")
+        # the funnel per language ID, as audit summary counts it
+        shown_funnel = browser.evaluate("[...document.querySelectorAll('#language-funnel tr[data-language]')]"
+                                        ".map(tr => [...tr.children].map(td => td.textContent))")
+        expected = {language: [str(row[name]) for name in ("candidates", "before_balance", "balanced_out",
+                                                            "after_balance", "kept")] for language, row in funnel.items()}
+        assert {cells[0]: cells[1:] for cells in shown_funnel} == {
+            ("other" if language == "-" else language): counts for language, counts in expected.items()}
         shown = browser.evaluate("[...document.querySelectorAll('#language-balancing tr[data-list]')]"
                                  ".map(tr => [tr.dataset.list, Number(tr.children[1].textContent)])")
         assert dict(shown) == {language: e["threshold"] for language, e in balancing["languages"].items()}

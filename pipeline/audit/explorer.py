@@ -328,6 +328,28 @@ class Plan:
         self.dropped_per_stage = Counter()
         for r in self.reasons:
             self.dropped_per_stage[r["stage"]] += r["count"]
+        self.language_funnel = language_funnel(self.fate, self.lang, self.reasons, self.languages)
+
+
+def language_funnel(fate: np.ndarray, lang: np.ndarray, reasons: list[dict], languages: list[str]) -> list[list]:
+    """[language, candidates, dropped before balancing, balanced out, dropped after, kept] per
+    language code of the rows (summary.FUNNEL_COLUMNS; "other" for the rest and none)."""
+    from openwit.pipeline.audit.summary import BEFORE_BALANCE
+
+    def column(reason):  # 1 before balancing, 2 balanced out, 3 after
+        if reason["name"].startswith("balanced_out"):
+            return 2
+        return 1 if reason["stage"] in BEFORE_BALANCE else 3
+
+    column_of = np.array([4] + [column(r) for r in reasons], dtype=np.int64)  # fate 0: kept
+    counts = np.bincount(lang.astype(np.int64) * 5 + column_of[fate], minlength=5 * (OTHER_LANGUAGE + 1))
+    counts = counts.reshape(-1, 5)
+    rows = []
+    for code, name in [*enumerate(languages), (OTHER_LANGUAGE, "other")]:
+        row = counts[code].tolist()
+        if sum(row):
+            rows.append([name, sum(row), *row[1:]])
+    return rows
 
 
 # ------------------------------------------------------------------ duplicates
@@ -603,6 +625,7 @@ def meta(out_dir: str, manifest: dict, plan: Plan, sizes: list[int], n_entries: 
         "columns": COLUMNS, "rows_per_chunk": ROWS_PER_CHUNK, "captions_per_chunk": CAPTIONS_PER_CHUNK,
         "entries_per_chunk": ENTRIES_PER_CHUNK, "reasons": plan.reasons, "stages": list(STAGES),
         "languages": plan.languages, "other_language": OTHER_LANGUAGE, "shards": plan.shard_names,
+        "language_funnel": plan.language_funnel,
         "sizes": [[code, size_label(code)] for code in sizes], "entries": n_entries, "clusters": n_clusters,
         "clusters_per_chunk": CLUSTERS_PER_CHUNK, "cluster_index": cluster_index,
         "funnel": ledger.funnel_from_drops(plan.rows, plan.dropped_per_stage, plan.kept),

@@ -376,12 +376,23 @@ async function balancingView(state, main, filters) {
                           state.list ? el("button", {onclick: () => go({list: undefined})}, `all lists (now: ${state.list})`) : el("span"),
                           el("span", {class: "muted"}, "click an entry for its kept and balanced-out candidates"));
   const bar = (n, cls) => el("span", {class: "bar " + cls, style: `width:${Math.round(160 * n / top)}px`});
-  main.replaceChildren(languageBalancing(m), pager(state, ordered.length, ENTRIES_PER_PAGE), el("table", {class: "entries", id: "entries"},
+  main.replaceChildren(languageFunnel(m), languageBalancing(m), pager(state, ordered.length, ENTRIES_PER_PAGE), el("table", {class: "entries", id: "entries"},
     el("tr", {}, ["entry", "matches in pool", "kept before download", "kept in shards", ""].map(t => el("th", {}, t))),
     page.map(e => el("tr", {class: "entry", "data-entry": e[0], onclick: () => go({entry: e[0], q: undefined})},
       el("td", {}, e[1]), el("td", {}, e[2]), el("td", {}, e[3]), el("td", {}, e[4]),
       el("td", {style: "text-align:left"}, bar(e[2], "pool"), el("br"), bar(e[4], "kept"))))));
   setStatus(`${ordered.length.toLocaleString()} entries with a match` + (m.entries ? "" : " (this output has no balancing stats)"));
+}
+
+// Per language ID: what happened to its candidates; a row opens that language's kept samples.
+function languageFunnel(m) {
+  if (!(m.language_funnel || []).length) return el("span");
+  return el("table", {class: "entries", id: "language-funnel"},
+    el("tr", {}, ["language", "candidates", "dropped before balancing", "balanced out", "dropped after", "kept"]
+      .map(t => el("th", {}, t))),
+    m.language_funnel.map(([lang, ...counts]) => el("tr", {class: "entry", "data-language": lang,
+        onclick: () => go({view: "kept", lang: lang, list: undefined, q: undefined})},
+      el("td", {}, lang), ...counts.map(n => el("td", {}, n.toLocaleString())))));
 }
 
 // A worldwide run: each language list's t (MetaCLIP 2: the t giving it English's tail share).
