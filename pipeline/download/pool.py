@@ -288,11 +288,13 @@ class FetchPool:
         return True  # a dead worker's records come back as drops, and it is restarted
 
     def close(self) -> None:
-        for worker in self.workers:  # all asked first, so they wind down together
-            worker.ask_to_stop()
-        for worker in self.workers:
-            worker.stop()
-        self.limits.remove()
+        try:
+            for worker in self.workers:  # all asked first, so they wind down together
+                worker.ask_to_stop()
+            for worker in self.workers:
+                worker.stop()
+        finally:  # the limits file is ours: it goes even if a worker would not stop cleanly
+            self.limits.remove()
 
 
 def worker_main(down_fd: int, up_fd: int) -> None:
