@@ -334,14 +334,10 @@ class Plan:
 def language_funnel(fate: np.ndarray, lang: np.ndarray, reasons: list[dict], languages: list[str]) -> list[list]:
     """[language, candidates, dropped before balancing, balanced out, dropped after, kept] per
     language code of the rows (summary.FUNNEL_COLUMNS; "other" for the rest and none)."""
-    from openwit.pipeline.audit.summary import BEFORE_BALANCE
+    from openwit.pipeline.audit.summary import FUNNEL_COLUMNS, drop_column
 
-    def column(reason):  # 1 before balancing, 2 balanced out, 3 after
-        if reason["name"].startswith("balanced_out"):
-            return 2
-        return 1 if reason["stage"] in BEFORE_BALANCE else 3
-
-    column_of = np.array([4] + [column(r) for r in reasons], dtype=np.int64)  # fate 0: kept
+    drops = [FUNNEL_COLUMNS.index(drop_column(r["stage"], r["name"])) for r in reasons]
+    column_of = np.array([FUNNEL_COLUMNS.index("kept"), *drops], dtype=np.int64)  # fate 0: kept
     counts = np.bincount(lang.astype(np.int64) * 5 + column_of[fate], minlength=5 * (OTHER_LANGUAGE + 1))
     counts = counts.reshape(-1, 5)
     rows = []

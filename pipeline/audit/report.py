@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 from openwit.pipeline.output import layout, ledger, shards
 from openwit.pipeline.output.manifest import read_manifest
 from openwit.pipeline.audit.explorer import parse_distances, staging_of
-from openwit.pipeline.audit.summary import FUNNEL_COLUMNS, balancing_effect, language_counts, language_funnel, language_list
+from openwit.pipeline.audit.summary import FUNNEL_COLUMNS, balancing_effect, language_counts, language_funnel
+from openwit.pipeline.stages.match import list_for
 from openwit.pipeline.stages.image import OUTPUT_FORMATS
 from openwit.schemas.record import KEPT
 
@@ -142,7 +143,7 @@ def language_table(state, balance: dict, top: int = 30) -> str:
     for language, row in language_funnel(state)[:top]:
         cells = [esc(language)] + [f"{row[name]:,}" for name in FUNNEL_COLUMNS]
         if by_language:
-            entry = by_language.get(language_list(language, by_language))
+            entry = by_language.get(list_for(language, by_language))
             cells += [f"{entry['threshold']:,}", f"{entry['tail_share']:.1%}"] if entry else ["-", "-"]
         rows.append(f'<tr data-language="{esc(language)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f'<table id="language-table"><tr>{head}</tr>{"".join(rows)}</table>'

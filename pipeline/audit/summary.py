@@ -48,37 +48,32 @@ def language_funnel(state) -> list[tuple[str, dict]]:
         row["candidates"] += 1
         if status == KEPT:
             row["kept"] += 1
-        elif status != DROPPED:
-            continue
-        elif (reason or "").startswith("balanced_out"):
-            row["balanced_out"] += 1
-        elif stage in BEFORE_BALANCE:
-            row["before_balance"] += 1
-        else:
-            row["after_balance"] += 1
+        elif status == DROPPED:
+            row[drop_column(stage, reason)] += 1
     return sorted(rows.items(), key=lambda item: (-item[1]["candidates"], item[0]))
+
+
+def drop_column(stage: str, reason) -> str:
+    """The FUNNEL_COLUMNS column a drop counts in (the explorer counts the same way)."""
+    if (reason or "").startswith("balanced_out"):
+        return "balanced_out"
+    return "before_balance" if stage in BEFORE_BALANCE else "after_balance"
 
 
 def language_lines(state, top: int, balance: dict = None) -> list[str]:
     """The per-language funnel; with a worldwide run's balance.json, each language's t."""
+    from openwit.pipeline.stages.match import list_for
+
     by_language = (balance or {}).get("languages")
     header = f"{'language':<10}" + "".join(f"{name:>15}" for name in FUNNEL_COLUMNS)
     lines = ["", header + (f"{'t':>9}" if by_language else "")]
     for language, row in language_funnel(state)[:top]:
         line = f"{language:<10}" + "".join(f"{row[name]:>15}" for name in FUNNEL_COLUMNS)
         if by_language:
-            t = by_language.get(language_list(language, by_language), {}).get("threshold")
+            t = by_language.get(list_for(language, by_language), {}).get("threshold")
             line += f"{t if t is not None else '-':>9}"
         lines.append(line)
     return lines
-
-
-def language_list(language: str, lists=()) -> str:
-    """The worldwide list a language ID matches against: its own name when the run had such a
-    list, else fastText's label mapped to wordfreq's code (match.LANGUAGE_ALIASES)."""
-    from openwit.pipeline.stages.match import LANGUAGE_ALIASES
-
-    return language if language in lists else LANGUAGE_ALIASES.get(language, language)
 
 
 def entry_threshold(balance: dict, entry_name: str) -> float:

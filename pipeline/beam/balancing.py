@@ -75,8 +75,7 @@ def choose_threshold(counts, threshold, tail_fraction, ranges=None):
 
 
 def pool_threshold(counts: np.ndarray, threshold, tail_fraction, ranges=None):
-    english = counts if ranges is None else counts[slice(*ranges["en"])]
-    reference = english if ranges is None or english.sum() else counts
+    reference = counts if ranges is None else balance.english_reference(counts, ranges)
     t = int(threshold) if tail_fraction is None else balance.threshold_for_tail(reference, tail_fraction)
     return t if ranges is None else balance.language_thresholds(counts, ranges, t)
 

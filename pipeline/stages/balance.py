@@ -113,12 +113,17 @@ def tail_share(counts: np.ndarray, threshold: int) -> float:
     return float(counts[counts < threshold].sum() / total) if total else 0.0
 
 
-def tail_target(counts: np.ndarray, ranges: dict[str, tuple[int, int]], english_threshold: int) -> float:
-    """English's tail share at the English t: the share every language is given (MetaCLIP 2).
-    A pool without English matches takes the whole pool's share at that t instead."""
+def english_reference(counts: np.ndarray, ranges: dict[str, tuple[int, int]]) -> np.ndarray:
+    """The counts the English t and the target share are taken from: English's, or the whole
+    pool's when no English entry matched."""
     first, end = ranges["en"]
     english = counts[first:end]
-    return tail_share(english if english.sum() else counts, english_threshold)
+    return english if english.sum() else counts
+
+
+def tail_target(counts: np.ndarray, ranges: dict[str, tuple[int, int]], english_threshold: int) -> float:
+    """English's tail share at the English t: the share every language is given (MetaCLIP 2)."""
+    return tail_share(english_reference(counts, ranges), english_threshold)
 
 
 def threshold_for_share(counts: np.ndarray, share: float, fallback: int) -> int:

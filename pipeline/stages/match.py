@@ -165,6 +165,18 @@ def language_automaton(entries: list[str], first_id: int) -> ahocorasick.Automat
     return automaton
 
 
+def list_for(language: Optional[str], lists) -> Optional[str]:
+    """Which of `lists` a caption of `language` (a fastText label) is matched with: "en" for
+    English (--vocab), a list under the label itself (a user's "hr" list, say), else under
+    wordfreq's code for it (LANGUAGE_ALIASES); None: no list."""
+    if language == "en":
+        return "en"
+    if language in lists:
+        return language
+    code = LANGUAGE_ALIASES.get(language, language)
+    return code if code in lists else None
+
+
 class WorldwideMatcher:
     """The English Matcher for "en" and one automaton per other language, built on the first
     caption of that language (lazy: a worker holds only the automata of languages it has seen).
@@ -188,12 +200,7 @@ class WorldwideMatcher:
 
     def list_language(self, language: Optional[str]) -> Optional[str]:
         """The list a caption of `language` (a fastText label) is matched with; None: no list."""
-        if language == "en":
-            return "en"
-        if language in self.sections:  # a list under the label itself (a user's "hr" list, say)
-            return language
-        code = LANGUAGE_ALIASES.get(language, language)
-        return code if code in self.sections else None
+        return list_for(language, self.sections)
 
     def entries(self, code: str) -> list[str]:
         prefix = f"{code}\t"
