@@ -237,6 +237,11 @@ def load_manifest(directory: str = HERE) -> dict:
     return build.load_manifest(directory, MANIFEST_NAME)
 
 
+def check_not_english(language: str, path: str) -> None:
+    if language == "en":
+        raise ValueError(f"{path}: an 'en' section; English entries come from --vocab (ids 0..N-1)")
+
+
 def read_sections(path: str) -> list[tuple[str, list[str]]]:
     """[(language, entries)] in file order; a language's lines must be contiguous."""
     opener = gzip.open if path.endswith(".gz") else open
@@ -248,6 +253,7 @@ def read_sections(path: str) -> list[tuple[str, list[str]]]:
             if not tab or not language or not entry.strip() or entry != entry.strip():
                 raise ValueError(f"{path}:{line_number}: expected 'LANG<TAB>entry' with no outer spaces")
             if not sections or sections[-1][0] != language:
+                check_not_english(language, path)
                 if any(language == seen for seen, _ in sections):
                     raise ValueError(f"{path}:{line_number}: the lines of {language!r} are not contiguous")
                 sections.append((language, []))

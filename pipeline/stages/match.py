@@ -22,7 +22,7 @@ from typing import Optional
 import ahocorasick
 
 from openwit.query_lists.build import list_sha256 as vocab_sha256  # one definition for every list
-from openwit.query_lists.worldwide import normalise_words, read_sections, shipped_worldwide_path
+from openwit.query_lists.worldwide import check_not_english, normalise_words, read_sections, shipped_worldwide_path
 from openwit.schemas.record import Record, drop
 
 _WRAPPED_PUNCTUATION = (",", ".", ";", ":", "?", "!", "`")
@@ -262,11 +262,6 @@ def read_worldwide(path: str, first_id: int) -> dict[str, tuple[int, bytes]]:
     return sections
 
 
-def check_not_english(language: str, path: str) -> None:
-    if language == "en":
-        raise ValueError(f"{path}: an 'en' section; English entries come from --vocab (ids 0..N-1)")
-
-
 def worldwide_file(worldwide) -> Optional[str]:
     """The per-language lists meant by `worldwide`: a path, True for the shipped list, or
     None for False / None / "" (English only)."""
@@ -279,10 +274,11 @@ def entry_names(vocab_path: str, worldwide=False) -> list[str]:
     """Entry id -> name: the entries themselves, or with --worldwide "lang:entry" for every list
     (`worldwide`: the lists' path, or True for the shipped lists)."""
     english = read_vocab(vocab_path)
-    if not worldwide_file(worldwide):
+    lists = worldwide_file(worldwide)
+    if not lists:
         return english
     names = [f"en:{entry}" for entry in english]
-    for code, entries in read_sections(worldwide_file(worldwide)):
+    for code, entries in read_sections(lists):
         names += [f"{code}:{entry}" for entry in entries]
     return names
 
@@ -297,9 +293,8 @@ def language_ranges(vocab_path: str, worldwide=False) -> dict[str, tuple[int, in
     first, then each worldwide list in file order. Without --worldwide: English only."""
     end = len(read_vocab(vocab_path))
     ranges = {"en": (0, end)}
-    if worldwide_file(worldwide):
-        for code, entries in read_sections(worldwide_file(worldwide)):
-            check_not_english(code, worldwide_file(worldwide))
-            ranges[code] = (end, end + len(entries))
-            end += len(entries)
+    lists = worldwide_file(worldwide)
+    for code, entries in read_sections(lists) if lists else ():
+        ranges[code] = (end, end + len(entries))
+        end += len(entries)
     return ranges
