@@ -123,6 +123,13 @@ class CurateConfig:
             raise ValueError(f"--score-model: no such file {self.score_model}")
         if self.worldwide_lists and not os.path.isfile(self.worldwide_lists):
             raise ValueError(f"--worldwide-lists: no such file {self.worldwide_lists}")
+        if self.worldwide_lists:  # a user's file: read it whole now, not as a traceback mid-run
+            from openwit.query_lists.worldwide import read_sections
+
+            try:
+                read_sections(self.worldwide_lists)
+            except (OSError, EOFError, UnicodeDecodeError, ValueError) as err:
+                raise ValueError(f"--worldwide-lists: {err}") from err
 
     @property
     def worldwide_path(self) -> Optional[str]:

@@ -242,3 +242,12 @@ def test_curate_with_a_users_lists_adds_a_language(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_curate_args([*base, "--worldwide", "--worldwide-lists", str(tmp_path / "none.gz")])
     assert "--worldwide-lists: no such file" in capsys.readouterr().err
+    # a damaged or malformed list is refused before the run, with the reader's reason
+    (tmp_path / "cut.gz").write_bytes(open(path, "rb").read()[:3000])
+    (tmp_path / "crlf.txt").write_bytes(b"th\tabc\r\n")
+    (tmp_path / "en.txt").write_bytes(b"en\tdog\n")
+    for name, reason in (("cut.gz", "end-of-stream"), ("crlf.txt", "no outer spaces"), ("en.txt", "an 'en' section")):
+        with pytest.raises(SystemExit):
+            parse_curate_args([*base, "--worldwide", "--worldwide-lists", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert "--worldwide-lists:" in err and reason in err and "Traceback" not in err, err
